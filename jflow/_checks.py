@@ -1,0 +1,71 @@
+"""Input validation and time broadcasting shared by the library's pure functions.
+
+Checks on *values* (t in [0, 1]) run only when the value is concrete, i.e. outside
+``jit``; under ``jit`` the same code traces to nothing, so checks cost nothing in compiled
+loops. Checks on *shapes* always run (shapes are static under ``jit``).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(x) -> bool:
+    """True when ``x`` holds values we can read on the host (not a tracer)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def as_float(x):
+    """``x`` as a floating jnp array; keeps float16/32/64, casts ints and bools to the default float."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    return x
+
+
+def check_time(t, name: str = "t", lo: float = 0.0, hi: float = 1.0):
+    """Raise ``ValueError`` if a concrete ``t`` has values outside ``[lo, hi]`` or NaN."""
+    if is_concrete(t):
+        values = np.asarray(t)
+        if values.size and (np.isnan(values).any() or values.min() < lo or values.max() > hi):
+            raise ValueError(
+                f"{name} must lie in [{lo}, {hi}] (flow time: t=0 is noise, t=1 is data); "
+                f"got values in [{np.nanmin(values) if not np.isnan(values).all() else 'nan'}, "
+                f"{np.nanmax(values) if not np.isnan(values).all() else 'nan'}]"
+                + (" including NaN" if np.isnan(values).any() else "")
+            )
+    return t
+
+
+def expand_time(t, x, name: str = "t"):
+    """Reshape ``t`` (scalar or ``(B,)``) so that it broadcasts over the trailing axes of ``x``.
+
+    A scalar stays a scalar; a ``(B,)`` vector becomes ``(B, 1, ..., 1)`` with ``x.ndim`` axes.
+    Any other shape raises ``ValueError``.
+    """
+    t = as_float(t)
+    x = jnp.asarray(x)
+    if t.ndim == 0:
+        return t
+    if t.ndim == 1 and x.ndim >= 1 and t.shape[0] == x.shape[0]:
+        return t.reshape(t.shape + (1,) * (x.ndim - 1))
+    raise ValueError(
+        f"{name} must be a scalar or have shape (B,) with B = x.shape[0]; got {name}.shape="
+        f"{tuple(t.shape)} for x.shape={tuple(x.shape)}. Per-example code: use jax.vmap."
+    )
+
+
+def check_same_shape(**arrays):
+    """Raise ``ValueError`` unless all named arrays have the same shape."""
+    shapes = {k: tuple(jnp.shape(v)) for k, v in arrays.items()}
+    if len(set(shapes.values())) > 1:
+        desc = ", ".join(f"{k}.shape={s}" for k, s in shapes.items())
+        raise ValueError(f"shape mismatch: {desc}; these arguments must have the same shape")
+
+
+def check_choice(value: str, choices, name: str) -> str:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(choices)}")
+    return value
