@@ -1,0 +1,1 @@
+"""Experiment scripts built on jflow (never imported by the library)."""

@@ -1,0 +1,458 @@
+r"""Training losses of flow matching and diffusion models, time sampling, label dropout.
+
+Flow time: ``t = 0`` is noise, ``t = 1`` is data. Every loss here regresses a network
+output onto a *conditional* target on the Gaussian path
+:math:`x_t = \alpha_t z + \beta_t \epsilon` (:mod:`jflow.paths`), one of four
+parameterisations:
+
+============ ============================================= =============================================
+name          per-example loss                              lecture
+============ ============================================= =============================================
+``velocity``  :math:`\|u^\theta_t(x_t) - (\dot\alpha_t z + \dot\beta_t\epsilon)\|^2`
+                                                            flow matching, Algorithm 3 (general) and
+                                                            Algorithm 4 (CondOT: target :math:`z - \epsilon`);
+                                                            Thm 4.1 :math:`L_{fm} = L_{cfm} + C`
+``score``     :math:`\|s^\theta_t(x_t) + \epsilon / \beta_t\|^2`
+                                                            denoising score matching, Algorithm 6 (general)
+                                                            and Algorithm 5 (Gaussian path);
+                                                            Thm 4.2 :math:`L_{sm} = L_{dsm} + C`
+``noise``     :math:`\|\epsilon^\theta_t(x_t) - \epsilon\|^2`
+                                                            DDPM noise prediction, :math:`L_{DDPM}` (the
+                                                            score loss reparameterised by
+                                                            :math:`\epsilon^\theta = -\beta_t s^\theta`,
+                                                            i.e. weighted by :math:`\beta_t^2`)
+``data``      :math:`\|z^\theta_t(x_t) - z\|^2`            x-prediction (conversion formulas of the
+                                                            lecture; the regression target is :math:`z`)
+============ ============================================= =============================================
+
+**Reduction** (one rule everywhere): the squared error is *summed* over the trailing
+(non-batch) axes, which is the squared Euclidean norm :math:`\|\cdot\|^2` of the
+lectures, and *averaged* over the batch axis, a Monte-Carlo estimate of the expectation
+over :math:`(t, z, \epsilon)`. An optional weighting :math:`\lambda(t)` multiplies each
+example's squared norm before the batch mean.
+
+Building blocks (pure, usable without the factory): :func:`conditional_matching_errors`,
+:func:`conditional_matching_loss`, :func:`sample_time`, :func:`drop_labels`. The factory
+:func:`make_loss` combines them into a jittable ``loss(params, batch, key)``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jflow._checks import as_float, check_choice, is_concrete
+from jflow.paths import PARAMETERIZATIONS, conditional_target, sample_conditional
+
+Array = jax.Array
+
+TIME_SAMPLING = ("uniform", "logit_normal", "stratified")
+SCORE_T_MAX = 1.0 - 1e-3
+"""Default upper end of the time range for the ``score`` parameterisation (see :func:`make_loss`)."""
+
+__all__ = [
+    "PARAMETERIZATIONS",
+    "TIME_SAMPLING",
+    "SCORE_T_MAX",
+    "conditional_matching_errors",
+    "conditional_matching_loss",
+    "sample_time",
+    "drop_labels",
+    "make_loss",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Conditional matching losses
+# --------------------------------------------------------------------------------------
+
+
+def _squared_norm(diff: Array) -> Array:
+    """``||diff_i||^2`` per example: sum of squares over every axis but the first."""
+    return jnp.sum(jnp.square(diff), axis=tuple(range(1, diff.ndim)))
+
+
+def _check_score_time(sched, t):
+    """Outside ``jit``: refuse a score target at a time where ``beta_t = 0`` (it is infinite)."""
+    if is_concrete(t):
+        _, beta = sched(as_float(t))
+        if np.any(np.asarray(beta) <= 0):
+            raise ValueError(
+                "the score target -eps/beta_t is infinite where beta_t = 0 (t = 1 for every "
+                "scheduler); sample t <= t_max < 1, e.g. t_max = jflow.losses.SCORE_T_MAX"
+            )
+
+
+def conditional_matching_errors(prediction, sched, z, eps, t, parameterization: str = "velocity") -> Array:
+    r"""Per-example squared error :math:`\|\text{prediction}_i - \text{target}_i\|^2`, shape ``(B,)``.
+
+    The target is :func:`jflow.paths.conditional_target` at :math:`x_t = \alpha_t z + \beta_t\epsilon`
+    (``prediction`` is the network output at that point; see the module table):
+    ``velocity`` :math:`\dot\alpha_t z + \dot\beta_t\epsilon` (Algorithms 3-4),
+    ``score`` :math:`-\epsilon/\beta_t` (Algorithm 5), ``noise`` :math:`\epsilon` (DDPM),
+    ``data`` :math:`z`. The sum runs over all trailing axes.
+
+    Args:
+      prediction: network output, same shape as ``z`` (batch axis first).
+      sched: scheduler ``t -> (alpha_t, beta_t)``.
+      z: data batch. eps: the standard normal noise that made ``x_t``.
+      t: flow time (0 noise, 1 data), scalar or ``(B,)``.
+      parameterization: ``"velocity"``, ``"score"``, ``"noise"`` or ``"data"``.
+
+    Raises ``ValueError`` for an unknown parameterisation, mismatched shapes, an array
+    without a batch axis, ``t`` outside ``[0, 1]``, or (outside ``jit``) a score target at
+    :math:`\beta_t = 0`.
+    """
+    check_choice(parameterization, PARAMETERIZATIONS, "parameterization")
+    prediction, z, eps = jnp.asarray(prediction), jnp.asarray(z), jnp.asarray(eps)
+    shapes = {"prediction": prediction.shape, "z": z.shape, "eps": eps.shape}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(
+            "shape mismatch: " + ", ".join(f"{k}.shape={v}" for k, v in shapes.items())
+            + "; the prediction, z and eps must have the same shape"
+        )
+    if z.ndim == 0:
+        raise ValueError("z must have a batch axis first, shape (B, ...); got a scalar")
+    if parameterization == "score":
+        _check_score_time(sched, t)
+    target = conditional_target(sched, z, eps, t, parameterization)
+    return _squared_norm(prediction - target)
+
+
+def _apply_weighting(weighting, t, errors):
+    if weighting is None:
+        return errors
+    w = jnp.asarray(weighting(t))
+    try:
+        shape = np.broadcast_shapes(w.shape, errors.shape)
+    except ValueError:
+        shape = None
+    if shape != errors.shape:
+        raise ValueError(
+            f"weighting(t) must return a scalar or an array of shape {errors.shape} (one weight "
+            f"per example); got shape {w.shape}"
+        )
+    return w.astype(errors.dtype) * errors
+
+
+def conditional_matching_loss(
+    prediction,
+    sched,
+    z,
+    eps,
+    t,
+    parameterization: str = "velocity",
+    *,
+    weighting: Optional[Callable[[Array], Array]] = None,
+) -> Array:
+    r"""Monte-Carlo conditional matching loss :math:`\frac1B\sum_i \lambda(t_i)\,\|\text{pred}_i - \text{target}_i\|^2`.
+
+    With ``parameterization="velocity"`` this is the conditional flow matching loss
+    (Algorithm 3; for the CondOT scheduler Algorithm 4,
+    :math:`\|u^\theta_t(x) - (z - \epsilon)\|^2` with :math:`x = tz + (1-t)\epsilon`); with
+    ``"score"`` the denoising score matching loss of Algorithm 5,
+    :math:`\|s^\theta_t(x_t) + \epsilon/\beta_t\|^2` (Algorithm 6 in general); ``"noise"``
+    is DDPM's :math:`\|\epsilon^\theta_t(x_t) - \epsilon\|^2`; ``"data"`` is
+    :math:`\|z^\theta_t(x_t) - z\|^2`. Squared norms sum over the trailing axes; the batch
+    is averaged.
+
+    Args:
+      prediction, sched, z, eps, t, parameterization: as in :func:`conditional_matching_errors`
+        (``t`` in flow time, 0 noise, 1 data).
+      weighting: optional ``lambda(t)`` returning one weight per example (or a scalar).
+        For instance ``weighting=lambda t: sched(t)[1] ** 2`` turns the score loss of a
+        score network :math:`s = -\epsilon^\theta / \beta_t` into the noise loss.
+
+    Returns:
+      A scalar in the dtype of the inputs.
+    """
+    errors = conditional_matching_errors(prediction, sched, z, eps, t, parameterization)
+    return jnp.mean(_apply_weighting(weighting, as_float(t), errors))
+
+
+# --------------------------------------------------------------------------------------
+# Time sampling
+# --------------------------------------------------------------------------------------
+
+
+def _check_range(t_min, t_max):
+    if is_concrete(t_min) and is_concrete(t_max):
+        lo, hi = float(np.asarray(t_min)), float(np.asarray(t_max))
+        if not (0.0 <= lo < hi <= 1.0):
+            raise ValueError(
+                f"need 0 <= t_min < t_max <= 1 (flow time: t=0 noise, t=1 data); got "
+                f"t_min={t_min}, t_max={t_max}"
+            )
+
+
+def sample_time(
+    key,
+    n: int,
+    *,
+    method: str = "uniform",
+    mean=0.0,
+    std=1.0,
+    t_min=0.0,
+    t_max=1.0,
+    dtype=None,
+) -> Array:
+    r"""``n`` training times in ``[t_min, t_max]`` (flow time: 0 noise, 1 data), shape ``(n,)``.
+
+    A draw ``u`` in ``[0, 1]`` is mapped affinely, :math:`t = t_{\min} + (t_{\max} - t_{\min})\,u`,
+    so each method keeps its shape on the shorter interval:
+
+    - ``"uniform"``: :math:`u \sim \mathrm{Unif}_{[0, 1)}`, as in Algorithms 3-6
+      (:math:`t \sim \mathrm{Unif}_{[0,1]}`).
+    - ``"logit_normal"``: :math:`u = \mathrm{sigmoid}(m + s\,n)`, :math:`n \sim \mathcal N(0, 1)`
+      (``mean`` :math:`= m`, ``std`` :math:`= s`): concentrates training on intermediate
+      times, as in Stable Diffusion 3 (lecture case study). Its median is
+      :math:`\mathrm{sigmoid}(m)`.
+    - ``"stratified"``: one uniform draw in each of the ``n`` bins :math:`[i/n, (i+1)/n)`,
+      then randomly permuted: the same marginal law as ``"uniform"`` with lower variance
+      of the batch-mean loss.
+
+    **Clipping for the score form.** The denoising score matching target
+    :math:`-\epsilon/\beta_t` (Algorithm 5) blows up as :math:`\beta_t \to 0`, i.e. as
+    :math:`t \to 1` ("numerically unstable for low beta"): its squared norm has mean
+    :math:`d/\beta_t^2`, whose integral over :math:`t \in [0, 1]` diverges for every built-in
+    scheduler (:math:`\beta_t^2 \sim (1-t)^2` or :math:`\sim (1-t)` near ``t = 1``), so the
+    loss and its gradients are dominated by a few examples near ``t = 1``. Train the score
+    form with ``t_max < 1``; :func:`make_loss` uses ``t_max = SCORE_T_MAX = 1 - 1e-3`` by
+    default for it. The other targets are finite on all of ``[0, 1]`` for schedulers with
+    finite derivatives.
+
+    Args:
+      key: a ``jax.random`` key. n: a positive Python int (the batch size).
+      method: ``"uniform"``, ``"logit_normal"`` or ``"stratified"``.
+      mean, std: parameters of ``"logit_normal"`` (``std > 0``); ignored otherwise.
+      t_min, t_max: the time range, ``0 <= t_min < t_max <= 1``.
+      dtype: float dtype of the result (default: jax's default float).
+    """
+    check_choice(method, TIME_SAMPLING, "time sampling method")
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive int (the number of times to draw); got {n!r}")
+    if is_concrete(std) and not np.all(np.asarray(std) > 0):
+        raise ValueError(f"std of the logit-normal time distribution must be > 0; got {std}")
+    _check_range(t_min, t_max)
+    dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"dtype must be a float dtype; got {dtype}")
+    if method == "uniform":
+        u = jax.random.uniform(key, (n,), dtype)
+    elif method == "logit_normal":
+        u = jax.nn.sigmoid(jnp.asarray(mean, dtype) + jnp.asarray(std, dtype) * jax.random.normal(key, (n,), dtype))
+    else:
+        key_u, key_perm = jax.random.split(key)
+        u = (jnp.arange(n, dtype=dtype) + jax.random.uniform(key_u, (n,), dtype)) / n
+        u = jax.random.permutation(key_perm, u)
+    lo, hi = jnp.asarray(t_min, dtype), jnp.asarray(t_max, dtype)
+    return lo + (hi - lo) * u
+
+
+# --------------------------------------------------------------------------------------
+# Classifier-free guidance training
+# --------------------------------------------------------------------------------------
+
+
+def drop_labels(key, y, p, null_label) -> Array:
+    r"""Replace each example's label by ``null_label`` with probability ``p`` (independently).
+
+    Classifier-free guidance training (Algorithm 5 of the 2025 slides, step 6: "with
+    probability p drop label: :math:`y \leftarrow \varnothing`"): one network learns both
+    the guided field :math:`u^\theta_t(x|y)` and the unguided :math:`u^\theta_t(x|\varnothing)`
+    that Algorithm 8 combines at sampling time.
+
+    Args:
+      key: a ``jax.random`` key.
+      y: labels with the batch axis first: ``(B,)`` integer classes, or ``(B, ...)`` (e.g.
+        one-hot rows or embeddings), in which case a whole row is replaced.
+      p: drop probability in ``[0, 1]`` (may be a traced array). ``p = 0`` returns ``y``
+        unchanged and ``p = 1`` replaces every label, exactly.
+      null_label: the "empty" label :math:`\varnothing`, cast to ``y.dtype``; a scalar or an
+        array that broadcasts to one example ``y[0]`` (e.g. an extra class index ``K`` for
+        ``K`` classes, or a zero row).
+
+    Returns:
+      Labels of the shape and dtype of ``y``.
+    """
+    y = jnp.asarray(y)
+    if y.ndim == 0:
+        raise ValueError("y must have a batch axis first, shape (B,) or (B, ...); got a scalar")
+    if is_concrete(p) and not (np.ndim(p) == 0 and 0.0 <= float(p) <= 1.0):
+        raise ValueError(f"label drop probability p must be a scalar in [0, 1]; got {p}")
+    if null_label is None:
+        raise ValueError("null_label is required: the label that stands for 'no label' (the empty prompt)")
+    null = jnp.asarray(null_label, y.dtype)
+    try:
+        ok = np.broadcast_shapes(null.shape, y.shape[1:]) == y.shape[1:]
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"null_label of shape {null.shape} does not broadcast to one example of y, shape {y.shape[1:]}"
+        )
+    drop = jax.random.bernoulli(key, p, (y.shape[0],))
+    return jnp.where(drop.reshape(drop.shape + (1,) * (y.ndim - 1)), null, y)
+
+
+# --------------------------------------------------------------------------------------
+# Factory
+# --------------------------------------------------------------------------------------
+
+
+def make_loss(
+    apply_fn: Callable,
+    sched,
+    *,
+    parameterization: str = "velocity",
+    time_sampling: Union[str, Callable] = "uniform",
+    time_mean=0.0,
+    time_std=1.0,
+    t_min=None,
+    t_max=None,
+    label_dropout: float = 0.0,
+    null_label=None,
+    weighting: Optional[Callable[[Array], Array]] = None,
+    time_bins: int = 4,
+) -> Callable:
+    r"""Build a pure, jittable training loss ``loss(params, batch, key) -> (loss, metrics)``.
+
+    One call performs Algorithm 3/4 (``velocity``), Algorithm 5/6 (``score``), DDPM noise
+    prediction (``noise``) or x-prediction (``data``) on a mini-batch, with classifier-free
+    guidance label dropout (Algorithm 5 of the 2025 slides) when ``label_dropout > 0``:
+
+    1. ``key_t, key_eps, key_drop = jax.random.split(key, 3)``;
+    2. ``t = sample_time(key_t, B, method=time_sampling, mean=time_mean, std=time_std,
+       t_min=t_min, t_max=t_max, dtype=x.dtype)`` (flow time: 0 noise, 1 data), or
+       ``time_sampling(key_t, B)`` cast to ``x.dtype`` for a callable;
+    3. ``eps = jax.random.normal(key_eps, x.shape, x.dtype)``,
+       :math:`x_t = \alpha_t z + \beta_t\epsilon`;
+    4. ``y = drop_labels(key_drop, y, label_dropout, null_label)`` if ``label_dropout > 0``;
+    5. ``pred = apply_fn(params, x_t, t, y)`` with ``t`` of shape ``(B,)`` and ``y = None``
+       for an unlabelled batch;
+    6. ``loss = conditional_matching_loss(pred, sched, z, eps, t, parameterization,
+       weighting=weighting)``.
+
+    These steps are part of the contract, so a run is reproducible from its keys.
+
+    Args:
+      apply_fn: the model, ``apply_fn(params, x, t, y) -> prediction`` of the shape of ``x``
+        (e.g. ``model.apply``).
+      sched: scheduler ``t -> (alpha_t, beta_t)``.
+      parameterization: what the network predicts: ``"velocity"``, ``"score"``,
+        ``"noise"``, ``"data"`` (module table).
+      time_sampling: ``"uniform"``, ``"logit_normal"``, ``"stratified"`` (see
+        :func:`sample_time`), or a callable ``(key, n) -> t`` of shape ``(n,)`` in ``[0, 1]``
+        such as ``functools.partial(sample_time, method="logit_normal", std=0.5)``.
+      time_mean, time_std: logit-normal parameters.
+      t_min, t_max: time range for a named method; default ``0`` and ``1``, except
+        ``t_max = SCORE_T_MAX = 1 - 1e-3`` for ``"score"`` because its target
+        :math:`-\epsilon/\beta_t` is infinite at ``t = 1`` (Algorithm 5: "numerically
+        unstable for low beta"). Schedulers whose derivative is infinite at ``t = 1``
+        (``SqrtScheduler``, ``LinearVPScheduler``, ``VPScheduler``) need ``t_max < 1`` for the
+        velocity form too. Must be left ``None`` with a callable ``time_sampling``.
+      label_dropout: probability ``p`` in ``[0, 1]`` of replacing a label by ``null_label``.
+      null_label: the empty label; required when ``label_dropout > 0``.
+      weighting: optional ``lambda(t)``, one weight per example.
+      time_bins: number ``K`` of equal bins of ``[0, 1]`` for the per-time metrics (``0``
+        turns them off).
+
+    Returns:
+      ``loss(params, batch, key)``: ``batch`` is a mapping with ``"x"`` (float data ``z``,
+      batch axis first) and optionally ``"y"`` (labels, leading axis ``B``). It returns the
+      scalar loss and a dict of scalar/small metrics: ``"loss"``; ``"target_sq_norm"``, the
+      batch mean of :math:`\|\text{target}\|^2` (the loss of predicting zero, a scale
+      reference); with ``K > 0``, ``"loss_by_time"`` (``(K,)``, mean weighted loss of the
+      examples with ``t`` in each bin, ``0`` for an empty bin) and ``"count_by_time"``
+      (``(K,)``, the number of such examples), so that
+      ``sum(loss_by_time * count_by_time) / B == loss``.
+
+    Names and ranges are validated here (``ValueError`` listing the choices); batch and
+    output shapes when ``loss`` is traced.
+    """
+    if not callable(apply_fn):
+        raise ValueError(f"apply_fn must be callable as apply_fn(params, x, t, y); got {apply_fn!r}")
+    if not callable(sched):
+        raise ValueError(f"sched must be a scheduler t -> (alpha_t, beta_t); got {sched!r}")
+    check_choice(parameterization, PARAMETERIZATIONS, "parameterization")
+    if callable(time_sampling):
+        if t_min is not None or t_max is not None:
+            raise ValueError(
+                "t_min/t_max apply to a named time sampling method; a callable time_sampling "
+                "controls its own range (e.g. functools.partial(sample_time, t_max=0.99))"
+            )
+        sample_t = time_sampling
+    else:
+        if not isinstance(time_sampling, str):
+            raise ValueError(f"time_sampling must be one of {sorted(TIME_SAMPLING)} or a callable (key, n) -> t")
+        check_choice(time_sampling, TIME_SAMPLING, "time_sampling")
+        t_min = 0.0 if t_min is None else t_min
+        t_max = (SCORE_T_MAX if parameterization == "score" else 1.0) if t_max is None else t_max
+        _check_range(t_min, t_max)
+        if is_concrete(time_std) and not np.all(np.asarray(time_std) > 0):
+            raise ValueError(f"time_std (logit-normal std) must be > 0; got {time_std}")
+        sample_t = None
+    if not (np.ndim(label_dropout) == 0 and 0.0 <= float(label_dropout) <= 1.0):
+        raise ValueError(f"label_dropout must be a probability in [0, 1]; got {label_dropout}")
+    label_dropout = float(label_dropout)
+    if label_dropout > 0 and null_label is None:
+        raise ValueError("label_dropout > 0 needs null_label, the label that stands for 'no label'")
+    if weighting is not None and not callable(weighting):
+        raise ValueError(f"weighting must be a callable lambda(t) or None; got {weighting!r}")
+    if not isinstance(time_bins, (int, np.integer)) or isinstance(time_bins, bool) or time_bins < 0:
+        raise ValueError(f"time_bins must be an int >= 0; got {time_bins!r}")
+
+    def loss(params, batch, key):
+        if not isinstance(batch, Mapping) or "x" not in batch:
+            raise ValueError("batch must be a dict with the data under 'x' (and optional labels under 'y')")
+        z = jnp.asarray(batch["x"])
+        if z.ndim == 0 or not jnp.issubdtype(z.dtype, jnp.floating):
+            raise ValueError(
+                f"batch['x'] must be a float array with the batch axis first; got dtype {z.dtype}, "
+                f"shape {z.shape} (convert and scale integer data, e.g. images, first)"
+            )
+        n = z.shape[0]
+        y = batch.get("y")
+        if y is not None:
+            y = jnp.asarray(y)
+            if y.ndim == 0 or y.shape[0] != n:
+                raise ValueError(f"batch['y'] must have leading axis B={n} like batch['x']; got shape {y.shape}")
+        elif label_dropout > 0:
+            raise ValueError("label_dropout > 0 needs labels: the batch has no 'y'")
+
+        key_t, key_eps, key_drop = jax.random.split(key, 3)
+        if sample_t is None:
+            t = sample_time(
+                key_t, n, method=time_sampling, mean=time_mean, std=time_std,
+                t_min=t_min, t_max=t_max, dtype=z.dtype,
+            )
+        else:
+            t = jnp.asarray(sample_t(key_t, n)).astype(z.dtype)
+            if t.shape != (n,):
+                raise ValueError(f"time_sampling(key, n) must return shape ({n},); got {t.shape}")
+        eps = jax.random.normal(key_eps, z.shape, z.dtype)
+        x_t = sample_conditional(sched, z, eps, t)
+        if label_dropout > 0:
+            y = drop_labels(key_drop, y, label_dropout, null_label)
+
+        pred = jnp.asarray(apply_fn(params, x_t, t, y))
+        if pred.shape != z.shape:
+            raise ValueError(
+                f"apply_fn returned shape {pred.shape}; a {parameterization} prediction must have "
+                f"the shape of x, {z.shape}"
+            )
+        target = conditional_target(sched, z, eps, t, parameterization)
+        per_example = _apply_weighting(weighting, t, _squared_norm(pred - target))
+        value = jnp.mean(per_example)
+        metrics = {"loss": value, "target_sq_norm": jnp.mean(_squared_norm(target))}
+        if time_bins:
+            idx = jnp.clip(jnp.floor(t * time_bins).astype(jnp.int32), 0, time_bins - 1)
+            count = jnp.zeros((time_bins,), per_example.dtype).at[idx].add(1)
+            total = jnp.zeros((time_bins,), per_example.dtype).at[idx].add(per_example)
+            metrics["loss_by_time"] = total / jnp.maximum(count, 1)
+            metrics["count_by_time"] = count
+        return value, metrics
+
+    return loss
