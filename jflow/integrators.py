@@ -1,0 +1,399 @@
+r"""ODE and SDE solvers as one ``lax.scan`` over an arbitrary 1-D time grid.
+
+The integrators know nothing about probability paths: they integrate any vector field
+``u(x, t)`` (ODE :math:`dX_t = u_t(X_t)\,dt`) or any drift and diffusion coefficient
+(SDE :math:`dX_t = u_t(X_t)\,dt + \sigma_t\,dW_t`). In jflow the flow-time convention is
+``t = 0`` noise, ``t = 1`` data, but the grids here may be any strictly monotone sequence
+(increasing to move noise to data, decreasing to run the flow backwards, or beyond
+``[0, 1]`` for, e.g., an OU process).
+
+Calling convention
+------------------
+``u(x, t, *args)``: ``x`` is the whole state (batch axis first, or any pytree of arrays
+for :func:`odeint`), ``t`` is a **scalar** array of the state's float dtype, ``args`` is the
+tuple given as ``args=`` (default ``()``). Passing parameters, labels or a guidance scale
+through ``args`` (instead of closing over them) means that changing their *values* does
+not retrace or recompile a jitted caller. The same holds for the time grid ``ts``:
+only its length is static.
+
+Runge-Kutta methods are data (:class:`ButcherTableau`) consumed by one generic step
+function; the number of function evaluations of a call is fixed before it runs and given
+by :func:`num_evals`.
+
+Everything is jittable, vmappable and differentiable (reverse-mode through ``lax.scan``).
+Outside ``jit`` the grid is validated (1-D, at least two points, finite, strictly
+monotone); under ``jit`` only its shape is checked.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jflow._checks import as_float, check_choice, is_concrete
+
+Array = jax.Array
+
+__all__ = [
+    "ButcherTableau",
+    "TABLEAUS",
+    "ODE_METHODS",
+    "SDE_METHODS",
+    "odeint",
+    "sdeint",
+    "rk_step",
+    "num_evals",
+    "uniform_grid",
+    "power_grid",
+    "edm_grid",
+]
+
+
+class ButcherTableau(NamedTuple):
+    r"""An explicit Runge-Kutta method :math:`(a, b, c)` of a given order.
+
+    One step of size :math:`h` from :math:`(x, t)` computes, for :math:`i = 1..s`,
+
+    .. math:: k_i = u\Big(x + h\sum_{j<i} a_{ij} k_j,\; t + c_i h\Big), \qquad
+              x_{\rm next} = x + h \sum_i b_i k_i.
+
+    ``a`` is lower triangular with zero diagonal (rows of length ``i``), so the method
+    is explicit and costs ``len(b)`` evaluations per step.
+    """
+
+    a: Tuple[Tuple[float, ...], ...]
+    b: Tuple[float, ...]
+    c: Tuple[float, ...]
+    order: int
+
+    @property
+    def stages(self) -> int:
+        return len(self.b)
+
+
+#: The explicit Runge-Kutta methods accepted by :func:`odeint`.
+TABLEAUS = {
+    # Algorithm 1 of the lectures: x <- x + h u_t(x).
+    "euler": ButcherTableau(a=((),), b=(1.0,), c=(0.0,), order=1),
+    # Explicit midpoint: slope at the half step.
+    "midpoint": ButcherTableau(a=((), (0.5,)), b=(0.0, 1.0), c=(0.0, 0.5), order=2),
+    # Heun (explicit trapezoid): average of the slopes at both ends of the step.
+    "heun": ButcherTableau(a=((), (1.0,)), b=(0.5, 0.5), c=(0.0, 1.0), order=2),
+    # Classical fourth-order Runge-Kutta.
+    "rk4": ButcherTableau(
+        a=((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
+        b=(1 / 6, 1 / 3, 1 / 3, 1 / 6),
+        c=(0.0, 0.5, 0.5, 1.0),
+        order=4,
+    ),
+}
+ODE_METHODS = tuple(TABLEAUS)
+SDE_METHODS = ("euler_maruyama",)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _float_dtype(tree) -> jnp.dtype:
+    leaves = jax.tree_util.tree_leaves(tree)
+    if not leaves:
+        raise ValueError("x0 must contain at least one array; got an empty pytree")
+    for leaf in leaves:
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise ValueError(
+                f"x0 must hold floating arrays (the state of an ODE/SDE); got dtype "
+                f"{jnp.result_type(leaf)}. Cast it, e.g. x0.astype(jnp.float32)."
+            )
+    return jnp.result_type(*leaves)
+
+
+def _check_grid(ts, dtype) -> Array:
+    """Validate a time grid (shape always, values when concrete) and cast it to ``dtype``."""
+    ts = as_float(ts)
+    if ts.ndim != 1 or ts.shape[0] < 2:
+        raise ValueError(
+            f"ts must be a 1-D time grid with at least two points; got shape {tuple(ts.shape)}. "
+            "Build one with uniform_grid(n_steps) or power_grid(n_steps)."
+        )
+    if is_concrete(ts):
+        v = np.asarray(ts, dtype=np.float64)
+        if not np.isfinite(v).all():
+            raise ValueError("ts contains NaN or inf; every grid point must be finite")
+        d = np.diff(v)
+        if not ((d > 0).all() or (d < 0).all()):
+            raise ValueError(
+                "ts must be strictly increasing (noise -> data) or strictly decreasing "
+                f"(data -> noise); got {v if v.size <= 8 else f'{v[:4]} ... {v[-4:]}'}"
+            )
+    return ts.astype(dtype)
+
+
+def _check_args(args) -> tuple:
+    if not isinstance(args, tuple):
+        raise ValueError(
+            f"args must be a tuple (passed as u(x, t, *args)); got {type(args).__name__}. "
+            "Wrap a single extra argument as args=(value,)."
+        )
+    return args
+
+
+def _axpy(h, ks: Sequence[Any], coeffs: Sequence[float], x):
+    """``x + h * sum_j coeffs[j] * ks[j]`` over pytrees, skipping zero coefficients."""
+    terms = [(c, k) for c, k in zip(coeffs, ks) if c != 0.0]
+    if not terms:
+        return x
+
+    def combine(xl, *kl):
+        acc = sum(c * k for (c, _), k in zip(terms, kl))
+        return (xl + (h * acc).astype(xl.dtype)).astype(xl.dtype)
+
+    return jax.tree_util.tree_map(combine, x, *[k for _, k in terms])
+
+
+def rk_step(tableau: ButcherTableau, u: Callable, x, t, h, args: tuple = ()):
+    r"""One explicit Runge-Kutta step :math:`x(t) \mapsto x(t + h)` for the given tableau.
+
+    The single generic stepper behind every method of :func:`odeint` (see
+    :class:`ButcherTableau` for the formula). ``h`` may be negative (reverse time).
+    """
+    ks = []
+    for i, (row, ci) in enumerate(zip(tableau.a, tableau.c)):
+        xi = _axpy(h, ks, row, x)
+        ks.append(u(xi, t + ci * h, *args))
+        if i == 0:
+            _check_field_output(x, ks[0])
+    return _axpy(h, ks, tableau.b, x)
+
+
+def _check_field_output(x, k):
+    xs = jax.tree_util.tree_structure(x)
+    ks = jax.tree_util.tree_structure(k)
+    if xs != ks:
+        raise ValueError(f"the vector field must return a pytree like its input x; got {ks} for x {xs}")
+    for xl, kl in zip(jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(k)):
+        if jnp.shape(xl) != jnp.shape(kl):
+            raise ValueError(
+                f"the vector field must return an array of x's shape {jnp.shape(xl)}; got "
+                f"{jnp.shape(kl)}. It is called as u(x, t, *args) with a scalar t."
+            )
+
+
+def _scan(step, carry, ts, trajectory: bool):
+    """Run ``step(carry, (i, t0, t1)) -> carry`` over consecutive grid pairs with one ``lax.scan``."""
+    idx = jnp.arange(ts.shape[0] - 1)
+
+    def body(c, inp):
+        c = step(c, inp)
+        return c, (c[0] if trajectory else None)
+
+    final, path = jax.lax.scan(body, carry, (idx, ts[:-1], ts[1:]))
+    if not trajectory:
+        return final[0]
+    x0 = carry[0]
+    return jax.tree_util.tree_map(lambda a, p: jnp.concatenate([a[None], p], axis=0), x0, path)
+
+
+# --------------------------------------------------------------------------- solvers
+
+
+def odeint(u: Callable, x0, ts, *, method: str = "euler", trajectory: bool = False, args: tuple = ()):
+    r"""Integrate the ODE :math:`\frac{d}{dt}X_t = u_t(X_t)` over the grid ``ts`` from ``X_{ts[0]} = x0``.
+
+    With ``method="euler"`` and ``ts = uniform_grid(n)`` this is Algorithm 1 of the
+    lectures ("Sampling from a flow model with Euler method"):
+    :math:`X_{t+h} = X_t + h\,u_t(X_t)`, :math:`h = 1/n`. Other methods (``"midpoint"``,
+    ``"heun"``, ``"rk4"``) are the explicit Runge-Kutta tableaux of :data:`TABLEAUS`,
+    of global order 2, 2, 4.
+
+    Args:
+      u: vector field ``u(x, t, *args)`` with a scalar ``t``; returns an array (pytree)
+        shaped like ``x``.
+      x0: initial state, an array (batch axis first) or pytree of floating arrays.
+        Its dtype is kept: ``ts`` is cast to it, so float32 in gives float32 out.
+      ts: 1-D grid, strictly increasing or strictly decreasing (decreasing integrates
+        backwards in time, e.g. data to noise), of any spacing.
+      method: ``"euler" | "midpoint" | "heun" | "rk4"``.
+      trajectory: if True return every grid point, shape ``(len(ts), *x0.shape)``
+        (``[0]`` is ``x0``); otherwise only the final state.
+      args: tuple of extra arguments (pytrees of arrays) passed to ``u``; changing their
+        values does not recompile a jitted caller.
+
+    The field is evaluated ``num_evals(method, ts)`` times; Euler never evaluates ``u`` at
+    ``ts[-1]``, while Heun and RK4 do (mind fields singular at an endpoint).
+    """
+    check_choice(method, TABLEAUS, "ODE method")
+    args = _check_args(args)
+    ts = _check_grid(ts, _float_dtype(x0))
+    tableau = TABLEAUS[method]
+    x0 = jax.tree_util.tree_map(jnp.asarray, x0)
+
+    def step(carry, inp):
+        (x,) = carry
+        _, t0, t1 = inp
+        return (rk_step(tableau, u, x, t0, t1 - t0, args),)
+
+    return _scan(step, (x0,), ts, trajectory)
+
+
+def _sigma_value(sigma, t, args):
+    if callable(sigma):
+        return as_float(sigma(t, *args))
+    return as_float(sigma)
+
+
+def sdeint(
+    drift: Callable,
+    sigma: Union[float, Array, Callable],
+    x0: Array,
+    ts,
+    *,
+    key: Array,
+    method: str = "euler_maruyama",
+    trajectory: bool = False,
+    args: tuple = (),
+) -> Array:
+    r"""Integrate the SDE :math:`dX_t = u_t(X_t)\,dt + \sigma_t\,dW_t` with Euler-Maruyama.
+
+    Euler-Maruyama (lecture notes, "Sampling from a diffusion model"):
+
+    .. math:: X_{t+h} = X_t + h\,u_t(X_t) + \sigma_t \sqrt{|h|}\,\epsilon_t,
+              \qquad \epsilon_t \sim \mathcal N(0, I),
+
+    with ``h = ts[i+1] - ts[i]`` (negative on a decreasing grid: the drift then runs
+    backwards while the noise keeps its size). ``sigma = 0`` gives the Euler ODE step.
+
+    Args:
+      drift: ``drift(x, t, *args)`` with a scalar ``t``, returns an array like ``x``.
+      sigma: diffusion coefficient: a float, an array broadcastable to ``x0.shape``
+        (e.g. per dimension), or a callable ``sigma(t, *args)`` returning such a value.
+        Put array values of sigma in ``args`` or pass them as arrays to avoid recompiles.
+      x0: initial state, an array (batch axis first); dtype is kept.
+      ts: 1-D strictly monotone grid (see :func:`odeint`).
+      key: PRNG key; step ``i`` uses ``jax.random.fold_in(key, i)``, so the noise of a
+        step does not depend on the grid length (same key, longer grid: same first steps).
+      method: ``"euler_maruyama"``.
+      trajectory: return every grid point, shape ``(len(ts), *x0.shape)``.
+      args: extra arguments for ``drift`` and a callable ``sigma``.
+    """
+    check_choice(method, SDE_METHODS, "SDE method")
+    args = _check_args(args)
+    x0 = jnp.asarray(x0)
+    dtype = _float_dtype(x0)
+    ts = _check_grid(ts, dtype)
+    if key is None:
+        raise ValueError("sdeint needs a PRNG key: sdeint(..., key=jax.random.PRNGKey(0))")
+    if not callable(sigma):
+        s = as_float(sigma)
+        try:
+            jnp.broadcast_shapes(s.shape, x0.shape)
+        except ValueError:
+            raise ValueError(
+                f"sigma of shape {s.shape} does not broadcast to x0.shape={x0.shape}"
+            ) from None
+
+    def step(carry, inp):
+        (x,) = carry
+        i, t0, t1 = inp
+        h = t1 - t0
+        f = drift(x, t0, *args)
+        _check_field_output(x, f)
+        s = _sigma_value(sigma, t0, args)
+        eps = jax.random.normal(jax.random.fold_in(key, i), x.shape, dtype)
+        return ((x + h * f + (s * jnp.sqrt(jnp.abs(h))) * eps).astype(dtype),)
+
+    return _scan(step, (x0,), ts, trajectory)
+
+
+def num_evals(method: str, steps: Union[int, Array, Sequence[float]]) -> int:
+    """Number of drift / vector-field evaluations of one ``odeint`` or ``sdeint`` call.
+
+    ``steps`` is the number of steps (an int) or the grid ``ts`` itself (``len(ts) - 1``
+    steps). Each step of an explicit Runge-Kutta method costs ``len(tableau.b)``
+    evaluations (Euler 1, midpoint 2, Heun 2, RK4 4; a batched call counts once);
+    Euler-Maruyama costs 1.
+    """
+    check_choice(method, ODE_METHODS + SDE_METHODS, "method")
+    if isinstance(steps, (int, np.integer)):
+        n = int(steps)
+    else:
+        shape = np.shape(steps)
+        if len(shape) != 1:
+            raise ValueError(f"steps must be an int or a 1-D grid; got shape {shape}")
+        n = shape[0] - 1
+    if n < 1:
+        raise ValueError(f"need at least one step; got {n}")
+    per_step = 1 if method in SDE_METHODS else TABLEAUS[method].stages
+    return n * per_step
+
+
+# --------------------------------------------------------------------------- time grids
+
+
+def _check_steps(n_steps) -> int:
+    if not isinstance(n_steps, (int, np.integer)) or isinstance(n_steps, bool) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive Python int (it fixes the grid's shape); got {n_steps!r}")
+    return int(n_steps)
+
+
+def _check_endpoints(t0, t1):
+    if not (math.isfinite(t0) and math.isfinite(t1)) or t0 == t1:
+        raise ValueError(f"grid endpoints must be finite and distinct; got t0={t0}, t1={t1}")
+
+
+def uniform_grid(n_steps: int, t0: float = 0.0, t1: float = 1.0, dtype=None) -> Array:
+    """``n_steps + 1`` equally spaced points from ``t0`` to ``t1`` (``t1 < t0`` gives a decreasing grid).
+
+    ``uniform_grid(n)`` is the grid of Algorithm 1 (step ``h = 1/n``). Use
+    ``t0 = eps`` or ``t1 = 1 - eps`` to avoid a field's singular endpoint.
+    """
+    n = _check_steps(n_steps)
+    _check_endpoints(float(t0), float(t1))
+    return jnp.linspace(t0, t1, n + 1, dtype=dtype or jnp.result_type(float))
+
+
+def power_grid(n_steps: int, rho: float = 2.0, t0: float = 0.0, t1: float = 1.0, dtype=None) -> Array:
+    r"""``n_steps + 1`` points from ``t0`` to ``t1`` whose steps shrink towards ``t1``:
+
+    .. math:: t_i = t_0 + (t_1 - t_0)\big(1 - (1 - i/n)^{\rho}\big), \qquad i = 0..n.
+
+    ``rho = 1`` is uniform; ``rho > 1`` concentrates steps near ``t1`` (the data end in
+    flow time, where learned and exact marginal fields change fastest): the last step is
+    :math:`(t_1 - t_0)\,n^{-\rho}`, the first :math:`\approx \rho (t_1 - t_0)/n`. Pass
+    ``t1 = 1 - eps`` to stop short of the singular ``t = 1`` of score-based fields.
+    """
+    n = _check_steps(n_steps)
+    _check_endpoints(float(t0), float(t1))
+    if not (isinstance(rho, (int, float)) and rho >= 1.0):
+        raise ValueError(f"rho must be a float >= 1 (1 = uniform grid); got {rho!r}")
+    dtype = dtype or jnp.result_type(float)
+    s = jnp.linspace(0.0, 1.0, n + 1, dtype=dtype)
+    out = t0 + (t1 - t0) * (1.0 - (1.0 - s) ** rho)
+    return out.at[-1].set(t1)
+
+
+def edm_grid(
+    n_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0, dtype=None
+) -> Array:
+    r"""The EDM noise-level grid (Karras et al. 2022) expressed in flow time.
+
+    EDM spaces noise levels as
+    :math:`\sigma_i = \big(\sigma_{\max}^{1/\rho} + \tfrac{i}{n}(\sigma_{\min}^{1/\rho} - \sigma_{\max}^{1/\rho})\big)^{\rho}`
+    for the process :math:`x = z + \sigma\epsilon`. The CondOT path
+    :math:`x_t = t z + (1 - t)\epsilon` is that process scaled by ``t`` with
+    :math:`\sigma = (1 - t)/t`, hence :math:`t_i = 1 / (1 + \sigma_i)`: an increasing grid
+    from :math:`1/(1+\sigma_{\max})` (close to noise) to :math:`1/(1+\sigma_{\min}) < 1`,
+    both endpoints away from the singular times ``0`` and ``1``, steps dense near data.
+    """
+    n = _check_steps(n_steps)
+    if not (0.0 < sigma_min < sigma_max and math.isfinite(sigma_max)) or rho <= 0:
+        raise ValueError(
+            f"need 0 < sigma_min < sigma_max < inf and rho > 0; got sigma_min={sigma_min}, "
+            f"sigma_max={sigma_max}, rho={rho}"
+        )
+    dtype = dtype or jnp.result_type(float)
+    s = jnp.linspace(0.0, 1.0, n + 1, dtype=dtype)
+    sig = (sigma_max ** (1 / rho) + s * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    return 1.0 / (1.0 + sig)

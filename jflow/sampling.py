@@ -1,0 +1,281 @@
+r"""Samplers built on :mod:`jflow.integrators`: flow ODE, SDE extension trick, Langevin, OU, CFG.
+
+Flow time: ``t = 0`` is noise (``p_init``), ``t = 1`` is data (``p_data``). Vector fields,
+scores and drifts are called ``f(x, t, *args)`` with a scalar ``t`` (the integrators'
+convention); ``args`` carries values such as network parameters, labels or the guidance
+scale, so changing them does not recompile a jitted sampler.
+
+Singular times. Fields obtained by conversion (:func:`jflow.paths.convert`) are undefined
+at one end of ``[0, 1]``: every score, and a velocity built from a data prediction, is
+singular at ``t = 1`` (:math:`\beta_1 = 0`); a velocity built from a score or noise
+prediction is singular at ``t = 0`` (:math:`\alpha_0 = 0`). Every method evaluates the
+field at ``ts[0]``; Euler, Euler-Maruyama and midpoint (which uses ``t + h/2``) never
+evaluate it at ``ts[-1]``, Heun and RK4 do. Start at ``t0 = eps`` for fields singular at 0, and
+end at ``1 - eps`` with Heun/RK4 for fields singular at 1: e.g.
+``uniform_grid(n, 1e-3, 1.0)``, ``power_grid(n, 2.0, 1e-3, 1 - 1e-3)`` or ``edm_grid(n)``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import jax
+import jax.numpy as jnp
+
+from jflow import paths
+from jflow._checks import as_float, check_choice, is_concrete
+from jflow.integrators import odeint, sdeint
+
+Array = jax.Array
+
+__all__ = [
+    "sample_ode",
+    "sample_sde",
+    "sde_extension_drift",
+    "as_velocity",
+    "as_score",
+    "langevin",
+    "ou_process",
+    "ou_marginal",
+    "classifier_free_guidance",
+]
+
+
+def _check_unit_grid(ts):
+    """Samplers of a probability path live on flow time [0, 1]; raise for concrete grids outside it."""
+    if is_concrete(ts):
+        ts = jnp.asarray(ts)
+        if ts.size and (jnp.isnan(ts).any() or ts.min() < 0.0 or ts.max() > 1.0):
+            raise ValueError(
+                "ts must lie in [0, 1] (flow time: t=0 is noise, t=1 is data); got values in "
+                f"[{float(ts.min())}, {float(ts.max())}]"
+            )
+    return ts
+
+
+def sample_ode(u: Callable, x0, ts, *, method: str = "euler", trajectory: bool = False, args: tuple = ()):
+    r"""Flow sampling (Algorithm 1): integrate :math:`\frac{d}{dt}X_t = u_t(X_t)` from ``X_0 = x0``.
+
+    Algorithm 1 draws :math:`X_0 \sim p_{\rm init}` and repeats :math:`X_{t+h} = X_t + h u_t(X_t)`
+    (``method="euler"``, ``ts = uniform_grid(n)``). ``x0`` is any sample of ``p_init``:
+    ``jax.random.normal(key, (n, d))`` for the default N(0, I), or samples of another
+    distribution for a flow trained by bridging (:func:`jflow.paths.bridge`). Any
+    ``method`` and grid of :func:`jflow.integrators.odeint` work; ``ts`` must lie in [0, 1].
+    Returns ``X_{ts[-1]}`` (or the trajectory).
+    """
+    return odeint(u, x0, _check_unit_grid(ts), method=method, trajectory=trajectory, args=args)
+
+
+def _sigma_fn(sigma):
+    if callable(sigma):
+        return sigma
+    value = as_float(sigma)
+    return lambda t, *args: value
+
+
+def sde_extension_drift(u: Callable, score: Callable, sigma: Union[float, Array, Callable]) -> Callable:
+    r"""The drift of the SDE extension trick: :math:`u_t(x) + \frac{\sigma_t^2}{2}\nabla\log p_t(x)`.
+
+    For any diffusion coefficient :math:`\sigma_t \ge 0` the SDE
+    :math:`dX_t = [u_t(X_t) + \frac{\sigma_t^2}{2}\nabla\log p_t(X_t)]dt + \sigma_t dW_t`
+    has the same marginals :math:`p_t` as the ODE of :math:`u_t` (lecture 2, "SDE
+    extension trick", via the Fokker-Planck equation). ``sigma`` is a float, array or
+    callable ``sigma(t, *args)``; returns ``drift(x, t, *args)``.
+    """
+    sig = _sigma_fn(sigma)
+
+    def drift(x, t, *args):
+        s = sig(t, *args)
+        return u(x, t, *args) + (0.5 * s * s) * score(x, t, *args)
+
+    return drift
+
+
+def sample_sde(
+    u: Callable,
+    score: Callable,
+    sigma: Union[float, Array, Callable],
+    x0: Array,
+    ts,
+    *,
+    key: Array,
+    trajectory: bool = False,
+    args: tuple = (),
+) -> Array:
+    r"""Stochastic sampling with the SDE extension trick, by Euler-Maruyama:
+
+    .. math:: X_{t+h} = X_t + h\Big[u_t(X_t) + \frac{\sigma_t^2}{2}\nabla\log p_t(X_t)\Big]
+              + \sigma_t\sqrt{h}\,\epsilon_t.
+
+    ``sigma`` is a constant, an array, or a callable ``sigma(t, *args)``; ``sigma = 0``
+    gives the Euler flow sampler (the "probability flow ODE"). The drift is evaluated at
+    the left point of each step, so a grid ending at ``t = 1`` never evaluates the score
+    where it is singular; a grid starting at ``t = 0`` needs ``u`` finite at 0 (start at
+    ``eps`` if ``u`` was converted from a score or noise model). ``x0`` is a sample of
+    ``p_init`` (N(0, I) for Gaussian paths).
+    """
+    drift = sde_extension_drift(u, score, sigma)
+    sig = _sigma_fn(sigma)
+    return sdeint(drift, sig, x0, _check_unit_grid(ts), key=key, trajectory=trajectory, args=args)
+
+
+def as_velocity(fn: Callable, sched, parameterization: str) -> Callable:
+    r"""Turn a network of any parameterisation into the velocity field :math:`u_t(x)`.
+
+    ``fn(x, t, *args)`` predicts ``parameterization`` in ``{"velocity", "score", "noise",
+    "data"}``; the returned ``u(x, t, *args)`` applies :func:`jflow.paths.convert`. E.g.
+    from a score model (lecture "conversion formula"):
+    :math:`u_t(x) = \big(\beta_t^2\frac{\dot\alpha_t}{\alpha_t} - \dot\beta_t\beta_t\big)\nabla\log p_t(x) + \frac{\dot\alpha_t}{\alpha_t}x`,
+    singular at ``t = 0``; from a data prediction singular at ``t = 1``.
+    """
+    check_choice(parameterization, paths.PARAMETERIZATIONS, "parameterization")
+    if parameterization == "velocity":
+        return fn
+
+    def u(x, t, *args):
+        return paths.convert(sched, fn(x, t, *args), x, t, source=parameterization, target="velocity")
+
+    return u
+
+
+def as_score(fn: Callable, sched, parameterization: str) -> Callable:
+    r"""Turn a network of any parameterisation into the score :math:`\nabla\log p_t(x)`.
+
+    E.g. from a velocity model
+    :math:`\nabla\log p_t(x) = \frac{\alpha_t u_t(x) - \dot\alpha_t x}{\beta_t^2\dot\alpha_t - \alpha_t\dot\beta_t\beta_t}`,
+    from a noise model :math:`-\epsilon_t(x)/\beta_t`; singular at ``t = 1``
+    (:math:`\beta_1 = 0`). Used by :func:`sample_sde` so that a flow-matching network
+    can be sampled stochastically.
+    """
+    check_choice(parameterization, paths.PARAMETERIZATIONS, "parameterization")
+    if parameterization == "score":
+        return fn
+
+    def score(x, t, *args):
+        return paths.convert(sched, fn(x, t, *args), x, t, source=parameterization, target="score")
+
+    return score
+
+
+def langevin(
+    score: Callable,
+    x0: Array,
+    *,
+    key: Array,
+    n_steps: int,
+    step_size,
+    sigma=1.0,
+    trajectory: bool = False,
+    args: tuple = (),
+) -> Array:
+    r"""Langevin dynamics for a static density ``p`` (lecture notes, "Langevin dynamics"):
+
+    .. math:: dX_s = \frac{\sigma^2}{2}\nabla\log p(X_s)\,ds + \sigma\,dW_s,
+
+    simulated by Euler-Maruyama with ``n_steps`` steps of size ``step_size`` (``s`` is
+    simulation time, not flow time). ``p`` is stationary (Fokker-Planck: the drift's
+    advection cancels the diffusion) and, for a well-behaved ``p``, the law of ``X_s``
+    converges to ``p`` from any start (up to an O(step_size) discretisation bias).
+    ``score(x, *args)`` takes no time; ``step_size`` and ``sigma`` may be traced arrays.
+    """
+    if not isinstance(n_steps, int) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive Python int; got {n_steps!r}")
+    x0 = jnp.asarray(x0)
+    h = as_float(step_size).astype(x0.dtype)
+    if is_concrete(h) and not bool(h > 0):
+        raise ValueError(f"step_size must be > 0; got {float(h)}")
+    sig = as_float(sigma).astype(x0.dtype)
+    ts = jnp.arange(n_steps + 1, dtype=x0.dtype) * h
+
+    def drift(x, s, *a):
+        return (0.5 * sig * sig) * score(x, *a)
+
+    # the grid is h * (0..n); sdeint validates it only when concrete, so a traced h is fine
+    return sdeint(drift, sig, x0, ts, key=key, trajectory=trajectory, args=args)
+
+
+def ou_process(x0: Array, ts, *, key: Array, theta, sigma, trajectory: bool = False) -> Array:
+    r"""The Ornstein-Uhlenbeck process :math:`dX_t = -\theta X_t\,dt + \sigma\,dW_t` (lecture notes 004).
+
+    Simulated with Euler-Maruyama on ``ts`` (any increasing grid, not restricted to
+    ``[0, 1]``). As ``t -> inf`` the law tends to :math:`\mathcal N(0, \frac{\sigma^2}{2\theta} I)`;
+    :func:`ou_marginal` gives the exact law at any time. ``theta`` and ``sigma`` may be
+    traced arrays (no recompilation when they change).
+    """
+    x0 = jnp.asarray(x0)
+    th = as_float(theta).astype(x0.dtype)
+    if is_concrete(th) and not bool(jnp.all(th > 0)):
+        raise ValueError(f"theta must be > 0; got {th}")
+    return sdeint(
+        lambda x, t, th_: -th_ * x,
+        lambda t, th_: as_float(sigma).astype(x0.dtype),
+        x0,
+        ts,
+        key=key,
+        trajectory=trajectory,
+        args=(th,),
+    )
+
+
+def ou_marginal(x0, t, *, theta, sigma):
+    r"""Exact law of the OU process at time ``t`` given :math:`X_0 = x_0`: returns ``(mean, std)``,
+
+    .. math:: X_t \sim \mathcal N\Big(x_0 e^{-\theta t},\; \frac{\sigma^2}{2\theta}(1 - e^{-2\theta t}) I\Big).
+    """
+    x0 = jnp.asarray(x0)
+    t, theta, sigma = (as_float(v).astype(x0.dtype) for v in (t, theta, sigma))
+    decay = jnp.exp(-theta * t)
+    std = sigma * jnp.sqrt((1.0 - decay * decay) / (2.0 * theta))
+    return x0 * decay, jnp.broadcast_to(std, jnp.shape(x0 * decay))
+
+
+def _broadcast_weight(w, x):
+    w = as_float(w).astype(x.dtype)
+    if w.ndim == 0:
+        return w
+    if w.ndim == 1 and w.shape[0] == x.shape[0]:
+        return w.reshape(w.shape + (1,) * (x.ndim - 1))
+    raise ValueError(
+        f"guidance scale w must be a scalar or have shape (B,) with B = x.shape[0]; got "
+        f"w.shape={tuple(w.shape)} for x.shape={tuple(x.shape)}"
+    )
+
+
+def classifier_free_guidance(u: Callable, null_label) -> Callable:
+    r"""Classifier-free guidance (Algorithm 8) as a combinator on a conditional vector field.
+
+    Given ``u(x, t, y, *rest)`` trained with label dropout (``y = null_label`` meaning
+    "no label"), returns
+
+    .. math:: \tilde u_t(x | y; w) = (1 - w)\,u_t(x|\varnothing) + w\,u_t(x|y)
+
+    as ``guided(x, t, y, w, *rest)``, directly usable by the samplers with
+    ``args=(y, w, *rest)`` (e.g. ``rest = (params,)``; then ``u`` is called
+    ``u(x, t, y, params)``). Equivalent forms: :math:`u_\varnothing + w(u_y - u_\varnothing)`
+    is the same field with the same ``w`` (``w = 0``: unconditional, ``w = 1``: conditional,
+    ``w > 1``: guided, Algorithm 8); the form :math:`(1 + w')u_y - w' u_\varnothing` of
+    other codebases is this one with :math:`w = 1 + w'` (their ``w' = 0`` is our ``w = 1``).
+
+    ``w`` is a scalar or per-example ``(B,)`` array, an argument rather than a constant, so
+    a jitted sampler does not recompile when it changes. The conditional and
+    unconditional branches are one call of ``u`` on a doubled batch: ``x`` and ``y``
+    are concatenated with ``x`` and ``null_label`` along the batch axis (a ``(B,)`` ``t``
+    too). ``null_label`` is a scalar or array broadcastable to ``y``'s shape.
+    """
+
+    def guided(x, t, y, w, *rest):
+        x = jnp.asarray(x)
+        y = jnp.asarray(y)
+        if y.ndim == 0 or y.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"labels y must have the batch size of x as first axis; got y.shape="
+                f"{tuple(y.shape)} for x.shape={tuple(x.shape)}"
+            )
+        wb = _broadcast_weight(w, x)
+        null = jnp.broadcast_to(jnp.asarray(null_label, dtype=y.dtype), y.shape)
+        t = jnp.asarray(t)
+        tt = t if t.ndim == 0 else jnp.concatenate([t, t], axis=0)
+        out = u(jnp.concatenate([x, x], axis=0), tt, jnp.concatenate([y, null], axis=0), *rest)
+        u_y, u_null = jnp.split(out, 2, axis=0)
+        return (1.0 - wb) * u_null + wb * u_y
+
+    return guided
