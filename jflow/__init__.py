@@ -1,5 +1,30 @@
-"""jflow: flow matching and diffusion models in JAX (MIT 6.S184 notation, flow time t: 0 noise -> 1 data)."""
-from jflow import paths, schedulers
+"""jflow: flow matching and diffusion models in JAX.
+
+Notation and conventions of MIT 6.S184 (2025): flow time ``t = 0`` is noise (``p_init``),
+``t = 1`` is data (``p_data``); ``x_t = alpha_t z + beta_t eps``; ``sigma_t`` is the
+diffusion coefficient of an SDE. See the README for a tour and the architecture.
+"""
+from jflow import (
+    data,
+    integrators,
+    likelihood,
+    losses,
+    marginals,
+    metrics,
+    paths,
+    sampling,
+    schedulers,
+)
 
 __version__ = "0.1.0"
-__all__ = ["schedulers", "paths"]
+__all__ = [
+    "schedulers",
+    "paths",
+    "marginals",
+    "losses",
+    "integrators",
+    "sampling",
+    "likelihood",
+    "metrics",
+    "data",
+]

@@ -41,11 +41,15 @@ def check_time(t, name: str = "t", lo: float = 0.0, hi: float = 1.0):
 def expand_time(t, x, name: str = "t"):
     """Reshape ``t`` (scalar or ``(B,)``) so that it broadcasts over the trailing axes of ``x``.
 
+    ``t`` takes the float dtype of ``x`` (so outputs keep the dtype of the state).
+
     A scalar stays a scalar; a ``(B,)`` vector becomes ``(B, 1, ..., 1)`` with ``x.ndim`` axes.
     Any other shape raises ``ValueError``.
     """
     t = as_float(t)
     x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        t = t.astype(x.dtype)  # float32 x stays float32 even with a float64 t
     if t.ndim == 0:
         return t
     if t.ndim == 1 and x.ndim >= 1 and t.shape[0] == x.shape[0]:

@@ -151,14 +151,15 @@ def convert(sched, value, x, t, *, source: str, target: str) -> Array:
     :math:`u_t = (\beta_t^2 \dot\alpha_t/\alpha_t - \dot\beta_t\beta_t)\nabla\log p_t + (\dot\alpha_t/\alpha_t) x`
     and data to velocity :math:`u_t = (\dot\alpha_t - \alpha_t\dot\beta_t/\beta_t)\hat z + (\dot\beta_t/\beta_t) x`.
 
-    Where the conversion is defined (returned finite):
+    Where the conversion is defined (returned finite), for schedulers with finite derivatives:
 
-    - ``velocity <-> data`` and ``velocity <-> noise``: every t (:math:`\Delta = \dot\alpha_t\beta_t - \dot\beta_t\alpha_t > 0` for
-      increasing alpha, decreasing beta), for schedulers with finite derivatives.
+    - ``velocity -> data`` and ``velocity -> noise``: every t, as long as
+      :math:`\Delta = \dot\alpha_t\beta_t - \dot\beta_t\alpha_t \ne 0` (true for increasing alpha and
+      decreasing beta, except where both derivatives vanish, e.g. ``PolynomialScheduler(n > 1)`` at ``t = 0``).
     - ``data -> noise``, ``data -> velocity``, and anything ``-> score``: need :math:`\beta_t > 0` (not ``t = 1``).
     - ``noise -> data``, ``noise -> velocity``, ``score -> data``, ``score -> velocity``:
       need :math:`\alpha_t > 0` (not ``t = 0``: the prediction no longer carries the data).
-    - ``score -> noise``: every t; ``noise -> score``: :math:`\beta_t > 0`.
+    - ``score -> noise`` (:math:`\hat\epsilon = -\beta_t \nabla\log p_t`): every t.
 
     At a singular endpoint the result is inf or NaN because the quantity is genuinely
     undetermined there (it depends on information the source does not hold).
@@ -169,6 +170,8 @@ def convert(sched, value, x, t, *, source: str, target: str) -> Array:
     if source == target:
         return value
     alpha, beta, d_alpha, d_beta = _coeffs(sched, x, t)
+    if {source, target} == {"score", "noise"}:  # eps_hat = -beta * score: no division by alpha
+        return -beta * value if source == "score" else -value / beta
     if source == "score":
         value = beta * value
     a, b = _rep(source, alpha, beta, d_alpha, d_beta)

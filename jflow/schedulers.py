@@ -25,6 +25,7 @@ from typing import Callable, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jflow._checks import as_float, is_concrete
 
@@ -49,16 +50,44 @@ __all__ = [
 
 
 def _pytree(cls=None, *, meta=()):
-    """Frozen dataclass + pytree registration (numeric fields are leaves, ``meta`` are static)."""
+    """Frozen dataclass registered as a pytree: numeric fields are leaves, ``meta`` fields static.
+
+    Registered with ``register_pytree_with_keys`` and an unflatten that bypasses
+    ``__init__``: (1) the tree structure records the class itself, so two schedulers with
+    the same field names never share a treedef (and a jit cache entry), and (2) tree
+    operations that carry non-numbers in the leaves (shapes, ``vmap`` axis specs) do not
+    re-run the constructor's validation.
+    """
 
     def wrap(cls):
         cls = dataclasses.dataclass(frozen=True)(cls)
         names = [f.name for f in dataclasses.fields(cls)]
-        return jax.tree_util.register_dataclass(
-            cls, data_fields=[n for n in names if n not in meta], meta_fields=list(meta)
-        )
+        data = tuple(n for n in names if n not in meta)
+
+        def flatten_with_keys(obj):
+            children = tuple((jax.tree_util.GetAttrKey(n), getattr(obj, n)) for n in data)
+            return children, tuple(getattr(obj, n) for n in meta)
+
+        def flatten(obj):
+            return tuple(getattr(obj, n) for n in data), tuple(getattr(obj, n) for n in meta)
+
+        def unflatten(aux, leaves):
+            obj = object.__new__(cls)
+            for name, value in zip(data + tuple(meta), tuple(leaves) + tuple(aux)):
+                object.__setattr__(obj, name, value)
+            return obj
+
+        jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+        return cls
 
     return wrap if cls is None else wrap(cls)
+
+
+def _concrete_min(value) -> float | None:
+    """``min(value)`` as a float when ``value`` is concrete, else ``None`` (under a trace)."""
+    if not is_concrete(value):
+        return None
+    return float(np.min(np.asarray(value)))
 
 
 class Scheduler:
@@ -149,7 +178,8 @@ class PolynomialScheduler(Scheduler):
     n: float = 2.0
 
     def __post_init__(self):
-        if is_concrete(self.n) and not float(jnp.min(jnp.asarray(self.n))) > 0:
+        n_min = _concrete_min(self.n)
+        if n_min is not None and not n_min > 0:
             raise ValueError(f"PolynomialScheduler needs an exponent n > 0; got n={self.n}")
 
     def alpha_beta(self, t):
@@ -218,9 +248,9 @@ class VPScheduler(Scheduler):
     beta_max: float = 20.0
 
     def __post_init__(self):
-        if is_concrete(self.beta_min) and is_concrete(self.beta_max):
-            lo, hi = float(jnp.min(jnp.asarray(self.beta_min))), float(jnp.min(jnp.asarray(self.beta_max)))
-            if not (lo >= 0 and hi > 0 and hi >= lo):
+        lo, hi = _concrete_min(self.beta_min), _concrete_min(self.beta_max)
+        if lo is not None and hi is not None:
+            if not (lo >= 0 and hi > 0 and np.all(np.asarray(self.beta_max) >= np.asarray(self.beta_min))):
                 raise ValueError(
                     f"VPScheduler needs 0 <= beta_min <= beta_max and beta_max > 0; got "
                     f"beta_min={self.beta_min}, beta_max={self.beta_max}"
