@@ -4,8 +4,12 @@ The XLA flag must be set before jax is imported anywhere, hence at the top of co
 """
 import os
 
+# 8 fake CPU devices; a generous collective timeout so a busy 2-core CI machine cannot make
+# XLA abort an 8-device all-reduce (its default is 40 s).
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    os.environ.get("XLA_FLAGS", "")
+    + " --xla_force_host_platform_device_count=8"
+    + " --xla_cpu_collective_call_terminate_timeout_seconds=300"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

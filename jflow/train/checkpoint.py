@@ -1,0 +1,284 @@
+"""Checkpoints with orbax-checkpoint: train state (+ EMA), data position and config.
+
+A checkpoint directory holds one sub-directory per saved step (``<dir>/<step>/``) with
+three items: ``state`` (the arrays of the :class:`~jflow.train.TrainState`: step,
+params, optimizer state, EMA params, non-finite counter), ``data`` (a small JSON dict,
+the position in the data stream) and ``config`` (the run's JSON config).
+
+Atomicity: orbax writes a step into a temporary directory and renames it to
+``<dir>/<step>`` only when every item is complete, so a save interrupted by a crash is
+never listed nor restored; the previous step is. Non-finite states are refused by
+:meth:`Checkpointer.save`, so a diverged run never replaces the last good checkpoint.
+
+Restoring needs a *template* state (e.g. ``create_train_state(model.init(...), tx)``,
+or one made of ``jax.ShapeDtypeStruct`` leaves): it fixes the tree structure, shapes,
+dtypes and, through the leaves' shardings (or the ``sharding`` argument), where the
+restored arrays live, so a checkpoint written on 8 devices restores onto 1 or 2.
+Multi-host: every process creates the :class:`Checkpointer` and calls ``save`` and
+``restore`` (orbax coordinates them; JSON items are written by process 0).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jflow.train.state import TrainState, state_arrays
+from jflow.train.steps import NonFiniteError
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointCorruptedError",
+    "CheckpointIncompatibleError",
+    "Checkpointer",
+]
+
+PyTree = Any
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message names its path and what to do."""
+
+
+class CheckpointCorruptedError(CheckpointError):
+    """The files of a checkpoint are damaged or incomplete."""
+
+
+class CheckpointIncompatibleError(CheckpointError):
+    """A checkpoint does not match the state (structure, shapes, dtypes) or config asked for."""
+
+
+def _path_key(entry) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def _flat_by_path(tree) -> dict:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {"/".join(_path_key(e) for e in path): leaf for path, leaf in leaves}
+
+
+def _json_roundtrip(obj, what: str):
+    try:
+        return json.loads(json.dumps(obj))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} must be JSON-serialisable (dicts, lists, str, numbers): {e}") from e
+
+
+def _default_sharding():
+    if jax.process_count() == 1:
+        return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return NamedSharding(Mesh(np.asarray(jax.devices()), ("all",)), P())
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+class Checkpointer:
+    """Save every N steps / keep the last K / restore the latest, on top of orbax's
+    ``CheckpointManager``.
+
+    Args:
+      directory: where the step directories live (created if missing); relative paths
+        are made absolute.
+      max_to_keep: keep this many most recent checkpoints (``None``: all).
+      async_save: write in a background thread (``save`` returns once the arrays are
+        copied off the devices); :meth:`wait` / :meth:`close` block until written.
+
+    Use as a context manager, or call :meth:`close` when done.
+    """
+
+    def __init__(self, directory, *, max_to_keep: Optional[int] = 3, async_save: bool = True):
+        if max_to_keep is not None and max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be >= 1 or None; got {max_to_keep}")
+        self.directory = os.path.abspath(os.fspath(directory))
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=options,
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "data": ocp.JsonCheckpointHandler(),
+                "config": ocp.JsonCheckpointHandler(),
+            },
+        )
+
+    # -- bookkeeping -------------------------------------------------------------------
+    def all_steps(self) -> list:
+        """Completed checkpoint steps, ascending (interrupted saves are not listed)."""
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> Optional[int]:
+        """The most recent completed step, or ``None`` for an empty directory."""
+        return self._manager.latest_step()
+
+    def step_path(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
+
+    def wait(self) -> None:
+        """Block until pending asynchronous saves are on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    # -- save / restore ----------------------------------------------------------------
+    def save(self, state: TrainState, *, data_state: Optional[dict] = None, config: Optional[dict] = None) -> bool:
+        """Save ``state`` at step ``int(state.step)`` with the data position and config.
+
+        Returns ``False`` (and writes nothing) if that step is already saved. Raises
+        :class:`~jflow.train.NonFiniteError` if the parameters, optimizer state or EMA hold
+        NaN/inf, so a diverged state never replaces a good checkpoint.
+        """
+        if not isinstance(state, TrainState):
+            raise ValueError(f"state must be a TrainState; got {type(state).__name__}")
+        step = int(jax.device_get(state.step))
+        data_state = _json_roundtrip({} if data_state is None else data_state, "data_state")
+        config = _json_roundtrip({} if config is None else config, "config")
+        if step in self._manager.all_steps():
+            return False
+        arrays = state_arrays(state)
+        if not bool(_all_finite(arrays)):
+            raise NonFiniteError(
+                f"refusing to save the state of step {step} to {self.directory}: it holds NaN or "
+                f"inf values; the last good checkpoint (step {self.latest_step()}) is kept"
+            )
+        return bool(self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(arrays),
+                data=ocp.args.JsonSave(data_state),
+                config=ocp.args.JsonSave(config),
+            ),
+            force=True,
+        ))
+
+    def _abstract_target(self, template: TrainState, sharding) -> dict:
+        def one(x):
+            if sharding is not None:
+                s = sharding
+            else:
+                s = getattr(x, "sharding", None) or _default_sharding()
+            return jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x), sharding=s)
+
+        return jax.tree.map(one, state_arrays(template))
+
+    def _check_compatible(self, step: int, target: dict) -> None:
+        path = self.step_path(step)
+        try:
+            meta = self._manager.item_metadata(step)["state"]
+        except Exception as e:  # orbax/tensorstore raise many types for damaged files
+            raise CheckpointCorruptedError(self._corrupt_message(path, step, e)) from e
+        if meta is None:
+            raise CheckpointCorruptedError(self._corrupt_message(path, step, "no state metadata"))
+        saved = _flat_by_path(getattr(meta, "tree", meta))
+        wanted = _flat_by_path(target)
+        problems = []
+        for name in sorted(set(saved) | set(wanted)):
+            if name not in saved:
+                problems.append(f"{name}: missing from the checkpoint")
+            elif name not in wanted:
+                problems.append(f"{name}: in the checkpoint but not in the template state")
+            else:
+                s, w = saved[name], wanted[name]
+                if tuple(s.shape) != tuple(w.shape) or np.dtype(s.dtype) != np.dtype(w.dtype):
+                    problems.append(
+                        f"{name}: checkpoint has {np.dtype(s.dtype).name}{list(s.shape)}, "
+                        f"template has {np.dtype(w.dtype).name}{list(w.shape)}"
+                    )
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
+            raise CheckpointIncompatibleError(
+                f"checkpoint {path} does not match the state to restore into ({shown}). It was "
+                "written by a run with a different model, optimizer or EMA setting: restore it with "
+                "the same configuration, or start a new run in another directory."
+            )
+
+    def _corrupt_message(self, path: str, step: int, err) -> str:
+        others = [s for s in self.all_steps() if s != step]
+        hint = (
+            f"restore an earlier step with restore(..., step={others[-1]}) or delete {path} to "
+            "resume from the previous checkpoint"
+            if others else f"delete {path} and start the run again"
+        )
+        detail = str(err)
+        detail = detail if len(detail) <= 300 else detail[:300] + "..."
+        return f"checkpoint {path} is damaged or incomplete ({type(err).__name__}: {detail}); {hint}"
+
+    def restore(
+        self,
+        template: TrainState,
+        *,
+        step: Optional[int] = None,
+        config: Optional[dict] = None,
+        sharding: Optional[jax.sharding.Sharding] = None,
+    ) -> Tuple[TrainState, dict, dict]:
+        """Restore ``(state, data_state, config)`` from ``step`` (default: the latest).
+
+        Args:
+          template: a :class:`TrainState` with the same structure (its arrays or
+            ``ShapeDtypeStruct`` leaves give shapes, dtypes and, by default, shardings);
+            its static fields (optimizer, EMA decay) are kept.
+          step: which step (``None``: the latest completed one).
+          config: if given, must equal the saved config, else
+            :class:`CheckpointIncompatibleError` (guards against resuming another run).
+          sharding: place every restored array with this sharding (e.g.
+            ``NamedSharding(mesh, P())`` to restore onto another number of devices).
+
+        Raises:
+          CheckpointError: no checkpoint, or (subclasses) a damaged or incompatible one.
+        """
+        if not isinstance(template, TrainState):
+            raise ValueError(f"template must be a TrainState; got {type(template).__name__}")
+        steps = self.all_steps()
+        if step is None:
+            if not steps:
+                raise CheckpointError(f"no checkpoint in {self.directory}; nothing to restore")
+            step = steps[-1]
+        elif step not in steps:
+            raise CheckpointError(
+                f"no completed checkpoint for step {step} in {self.directory}; available: {steps}"
+            )
+        target = self._abstract_target(template, sharding)
+        self._check_compatible(step, target)
+        path = self.step_path(step)
+        try:
+            out = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target),
+                    data=ocp.args.JsonRestore(),
+                    config=ocp.args.JsonRestore(),
+                ),
+            )
+        except Exception as e:  # damaged array files surface as tensorstore/orbax errors
+            raise CheckpointCorruptedError(self._corrupt_message(path, step, e)) from e
+        saved_config = out["config"] if out["config"] is not None else {}
+        if config is not None and _json_roundtrip(config, "config") != saved_config:
+            raise CheckpointIncompatibleError(
+                f"checkpoint {path} was written with a different config: saved {saved_config}, "
+                f"asked {config}. Resume with the same config, or use a new checkpoint directory."
+            )
+        arrays = out["state"]
+        state = template.replace(**arrays)
+        return state, (out["data"] if out["data"] is not None else {}), saved_config
