@@ -1,0 +1,175 @@
+"""Building blocks shared by the models: activations, input checks, multi-head self-attention.
+
+Every model in :mod:`jflow.models` represents a (possibly class-conditional) field
+``u_t^theta(x | y)`` and is called as ``model.apply(params, x, t, y)``. The input contract
+is checked once, by :func:`prepare_inputs`:
+
+- ``x``: floating array, batch axis first;
+- ``t``: flow time (``t = 0`` noise, ``t = 1`` data), a scalar or shape ``(B,)``; a scalar is
+  broadcast to ``(B,)``. Outside ``jit`` values outside ``[0, 1]`` (or NaN) raise ``ValueError``;
+- ``y``: integer labels of shape ``(B,)`` (or a scalar, broadcast), or ``None``. For a
+  class-conditional model with ``num_classes = K`` the labels are ``0..K-1`` and ``K`` is the
+  reserved *null label* (the empty prompt of classifier-free guidance, Algorithm 5 step 6);
+  ``y=None`` means the null label for every example. An unconditional model
+  (``num_classes=None``) accepts only ``y=None``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional, Tuple, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jflow._checks import as_float, check_time, is_concrete
+
+Dtype = Any
+Activation = Union[str, Callable[[jax.Array], jax.Array]]
+
+ACTIVATIONS = {
+    "silu": nn.silu,
+    "swish": nn.silu,
+    "gelu": nn.gelu,
+    "relu": nn.relu,
+    "tanh": jnp.tanh,
+    "elu": nn.elu,
+    "softplus": nn.softplus,
+}
+
+__all__ = ["ACTIVATIONS", "get_activation", "prepare_inputs", "MultiHeadSelfAttention"]
+
+
+def get_activation(activation: Activation) -> Callable[[jax.Array], jax.Array]:
+    """Return the activation function named ``activation`` (see ``ACTIVATIONS``), or ``activation`` itself if callable."""
+    if callable(activation):
+        return activation
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)} or pass a callable"
+        )
+    return ACTIVATIONS[activation]
+
+
+def check_positive_int(value, name: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is an int >= 1 (configuration check)."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+
+
+def check_dropout(rate, name: str = "dropout") -> None:
+    """Raise ``ValueError`` unless ``0 <= rate < 1``."""
+    if not 0.0 <= float(rate) < 1.0:
+        raise ValueError(f"{name} must lie in [0, 1); got {rate!r}")
+
+
+def prepare_inputs(
+    x, t, y, *, num_classes: Optional[int], event_ndim: int, model: str, event_desc: str
+) -> Tuple[jax.Array, jax.Array, Optional[jax.Array]]:
+    """Validate ``(x, t, y)`` and return ``(x, t of shape (B,), y of shape (B,) or None)``.
+
+    ``event_ndim`` is the number of axes after the batch axis (1 for vectors, 3 for
+    ``(H, W, C)`` images); ``event_desc`` names them in error messages. ``t`` is returned in
+    at least float32 (time features are computed in full precision even in bfloat16 models).
+    For a class-conditional model, ``y=None`` becomes the null label ``num_classes``.
+    """
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"{model}: x must be a floating array; got dtype {x.dtype}")
+    if x.ndim != 1 + event_ndim:
+        raise ValueError(
+            f"{model}: x must have shape (B, {event_desc}) with the batch axis first; "
+            f"got x.shape={tuple(x.shape)}"
+        )
+    batch = x.shape[0]
+
+    t = as_float(t)
+    if t.ndim == 0:
+        t = jnp.broadcast_to(t, (batch,))
+    elif t.shape != (batch,):
+        raise ValueError(
+            f"{model}: t must be a scalar or have shape (B,) = ({batch},); got t.shape={tuple(t.shape)}"
+        )
+    check_time(t)
+    # astype also drops a Python scalar's weak type, so t=0.3 and t=jnp.full((B,), 0.3)
+    # trace to the same program
+    t = t.astype(jnp.promote_types(t.dtype, jnp.float32))
+
+    if num_classes is None:
+        if y is not None:
+            raise ValueError(
+                f"{model}: this model is unconditional (num_classes=None), so y must be None; "
+                "build it with num_classes=K to condition on labels"
+            )
+        return x, t, None
+    if y is None:
+        return x, t, jnp.full((batch,), num_classes, dtype=jnp.int32)
+    y = jnp.asarray(y)
+    if not jnp.issubdtype(y.dtype, jnp.integer):
+        raise ValueError(f"{model}: y must hold integer labels; got dtype {y.dtype}")
+    if y.ndim == 0:
+        y = jnp.broadcast_to(y, (batch,)).astype(y.dtype)  # astype drops a Python int's weak type
+    elif y.shape != (batch,):
+        raise ValueError(
+            f"{model}: y must be None, a scalar or have shape (B,) = ({batch},); got y.shape={tuple(y.shape)}"
+        )
+    if is_concrete(y) and y.size:
+        lo, hi = int(np.min(y)), int(np.max(y))
+        if lo < 0 or hi > num_classes:
+            raise ValueError(
+                f"{model}: labels must lie in [0, {num_classes}] ({num_classes} is the null label "
+                f"of classifier-free guidance); got values in [{lo}, {hi}]"
+            )
+    return x, t, y
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """``softmax(q k^T / sqrt(d)) v`` over tokens; shapes ``(B, N, heads, d)``; logits in float32."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Multi-head self-attention over tokens ``(B, N, D)`` -> ``(B, N, D)`` (no mask).
+
+    ``zero_init_output`` zero-initialises the output projection so that a residual
+    branch ``h + attn(h)`` starts as the identity.
+    """
+
+    num_heads: int
+    zero_init_output: bool = False
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, h: jax.Array, *, train: bool = False) -> jax.Array:
+        width = h.shape[-1]
+        if width % self.num_heads:
+            raise ValueError(
+                f"attention width {width} is not divisible by num_heads={self.num_heads}; "
+                "change num_heads or the channel count"
+            )
+        head_dim = width // self.num_heads
+        qkv = nn.DenseGeneral(
+            (3, self.num_heads, head_dim), dtype=self.dtype, param_dtype=self.param_dtype, name="qkv"
+        )(h)
+        out = dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+        out = nn.Dropout(self.dropout)(out, deterministic=not train)
+        kernel_init = nn.initializers.zeros if self.zero_init_output else nn.initializers.lecun_normal()
+        return nn.DenseGeneral(
+            width,
+            axis=(-2, -1),
+            kernel_init=kernel_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="out",
+        )(out)
+
+
+def output_dense_init(zero: bool):
+    """Kernel initialiser of an output layer: zeros when ``zero`` (a fresh model predicts 0), else LeCun normal."""
+    return nn.initializers.zeros if zero else nn.initializers.lecun_normal()
