@@ -11,9 +11,11 @@ from jflow import (
     losses,
     marginals,
     metrics,
+    models,
     paths,
     sampling,
     schedulers,
+    train,
 )
 
 __version__ = "0.1.0"
@@ -27,4 +29,6 @@ __all__ = [
     "likelihood",
     "metrics",
     "data",
+    "models",
+    "train",
 ]
