@@ -20,6 +20,7 @@ from typing import Callable, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jflow import paths
 from jflow._checks import as_float, check_choice, is_concrete
@@ -43,11 +44,11 @@ __all__ = [
 def _check_unit_grid(ts):
     """Samplers of a probability path live on flow time [0, 1]; raise for concrete grids outside it."""
     if is_concrete(ts):
-        ts = jnp.asarray(ts)
-        if ts.size and (jnp.isnan(ts).any() or ts.min() < 0.0 or ts.max() > 1.0):
+        values = np.asarray(ts)  # host-side: a concrete grid captured inside jit is not traced
+        if values.size and (np.isnan(values).any() or values.min() < 0.0 or values.max() > 1.0):
             raise ValueError(
                 "ts must lie in [0, 1] (flow time: t=0 is noise, t=1 is data); got values in "
-                f"[{float(ts.min())}, {float(ts.max())}]"
+                f"[{float(values.min())}, {float(values.max())}]"
             )
     return ts
 

@@ -387,3 +387,19 @@ def test_get_model_factory():
         get_model("unet_cifar10", width=3)
     with pytest.raises(ValueError, match="unknown model configuration"):
         get_config("unet_imagenet")
+
+
+def test_classifier_logits_features_and_shape_error():
+    from jflow.models import Classifier
+
+    model = Classifier(num_classes=3, channels=(4,), features=5)
+    x = jnp.linspace(-1.0, 1.0, 2 * 8 * 8).reshape(2, 8, 8, 1)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+    logits, feats = model.apply(params, x, return_features=True)
+    assert logits.shape == (2, 3) and feats.shape == (2, 5)
+    # The logits are the last dense layer applied to the returned features.
+    dense = params["params"]["Dense_1"]
+    np.testing.assert_allclose(logits, feats @ dense["kernel"] + dense["bias"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.apply(params, x), logits)
+    with pytest.raises(ValueError, match=r"\(B, H, W, C\)"):
+        model.apply(params, x[0])

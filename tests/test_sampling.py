@@ -248,3 +248,13 @@ def test_jit_equals_nojit(x0, ode_euler):
 def test_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_concrete_grid_captured_inside_jit():
+    """A concrete grid closed over by a jitted sampler is validated on the host, not traced."""
+    ts = jnp.linspace(0.0, 1.0, 5)
+    out = jax.jit(lambda x0: S.sample_ode(lambda x, t: -x, x0, ts))(jnp.ones((3, 2)))
+    np.testing.assert_allclose(out, np.full((3, 2), 0.75**4), rtol=1e-6)
+    bad = jnp.linspace(0.0, 1.5, 5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        jax.jit(lambda x0: S.sample_ode(lambda x, t: -x, x0, bad))(jnp.ones((3, 2)))

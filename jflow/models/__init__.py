@@ -9,6 +9,7 @@ guidance (``model.null_label``); ``y=None`` means the null label for every examp
 Models know nothing of losses or paths; what the output means (velocity, score, noise,
 data) is decided by the loss that trains it.
 """
+from jflow.models.classifier import Classifier
 from jflow.models.dit import DiT
 from jflow.models.embeddings import (
     ClassEmbedding,
@@ -25,6 +26,7 @@ __all__ = [
     "MLP",
     "UNet",
     "DiT",
+    "Classifier",
     "sinusoidal_embedding",
     "GaussianFourierProjection",
     "TimeEmbedding",

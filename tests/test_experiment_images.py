@@ -1,0 +1,79 @@
+"""End-to-end checks of ``experiments.images`` at its smoke size (8 fake CPU devices: data-parallel path)."""
+import json
+import math
+
+import pytest
+
+from experiments import images
+from experiments.common import ConfigError
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One smoke run (4 steps, data-parallel over the 8 fake devices), then the same command
+    with --steps 8 on one device: it must resume at step 4 from the 8-device checkpoint."""
+    out = tmp_path_factory.mktemp("images")
+    first = images.main(["--preset", "smoke", "--out", str(out)])
+    second = images.main(["--preset", "smoke", "--out", str(out), "--steps", "8", "--evaluate", "false",
+                          "--devices", "1"])
+    return out, first, second
+
+
+def test_smoke_writes_every_output(smoke_run):
+    out, first, _ = smoke_run
+    scales = images.PRESETS["smoke"]["guidance_scales"]
+    for name in ("config.json", "summary.json", "results.json", "results.csv", "results.md", "loss.png"):
+        assert (out / name).is_file(), name
+    for w in scales:
+        assert (out / f"samples_w{images._w_name(w)}.png").stat().st_size > 0
+    for c in range(10):
+        assert (out / f"samples_class{c}.png").stat().st_size > 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["w"] for r in rows] == list(scales)
+    for row in rows:
+        assert math.isfinite(row["frechet_distance"]) and row["frechet_distance"] >= 0
+        assert 0.0 <= row["guided_class_accuracy"] <= 1.0
+        # 2 samples per class, 10 classes
+        assert row["num_samples"] == 20
+    assert len((out / "results.csv").read_text().strip().splitlines()) == 1 + len(scales)
+    assert first["devices"] == 8 and first["start_step"] == 0 and first["end_step"] == 4
+    assert (out / "classifier").is_dir()
+
+
+def test_rerun_resumes_from_checkpoint(smoke_run):
+    out, _, second = smoke_run
+    assert second["start_step"] == 4 and second["end_step"] == 8 and second["devices"] == 1
+    assert (out / "checkpoints" / "8").is_dir()
+    # the second invocation ran only steps 4..8: 2 fused calls of 2 steps, logged after each
+    assert second["final_loss"] > 0
+
+
+@pytest.mark.parametrize(
+    "flag, value, field",
+    [
+        ("--dataset", "imagenet", "dataset"),
+        ("--steps", "-2", "steps"),
+        ("--guidance_scales", "", "guidance_scales"),
+        ("--guidance_scales", "1,nan", "guidance_scales"),
+        ("--sample_method", "leapfrog", "sample_method"),
+        ("--norm_groups", "3", "norm_groups"),
+        ("--label_dropout", "1.5", "label_dropout"),
+    ],
+)
+def test_bad_config_is_rejected_before_training(tmp_path, flag, value, field):
+    with pytest.raises(ConfigError, match=f"'{field}'"):
+        images.main(["--preset", "smoke", "--out", str(tmp_path), flag, value])
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_batch_must_split_over_devices(tmp_path):
+    # 8 fake devices: a batch of 12 cannot be split evenly; rejected before any training
+    with pytest.raises(ConfigError, match="'batch_size'"):
+        images.main(["--preset", "smoke", "--out", str(tmp_path), "--batch_size", "12"])
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_steps_below_checkpoint_is_rejected(smoke_run):
+    out, _, _ = smoke_run
+    with pytest.raises(ConfigError, match="'steps'"):
+        images.main(["--preset", "smoke", "--out", str(out), "--steps", "2", "--evaluate", "false"])
