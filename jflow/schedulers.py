@@ -19,6 +19,7 @@ built-ins, ``jax.jvp`` for anything else, including any plain callable.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from typing import Callable, Tuple
@@ -90,15 +91,16 @@ def _concrete_min(value) -> float | None:
     return float(np.min(np.asarray(value)))
 
 
-class Scheduler:
+class Scheduler(abc.ABC):
     r"""Base class: subclasses implement ``alpha_beta(t)`` and may override ``derivatives(t)``.
 
     ``sched(t)`` casts ``t`` to a float array and returns ``(alpha_t, beta_t)``, each with the
     shape and float dtype of ``t``.
     """
 
-    def alpha_beta(self, t: Array) -> AlphaBeta:  # pragma: no cover - abstract
-        raise NotImplementedError(f"{type(self).__name__} must implement alpha_beta(t)")
+    @abc.abstractmethod
+    def alpha_beta(self, t: Array) -> AlphaBeta:
+        """``(alpha_t, beta_t)`` for a float array ``t`` (elementwise)."""
 
     def __call__(self, t) -> AlphaBeta:
         return self.alpha_beta(as_float(t))
