@@ -21,13 +21,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jflow.models import CONFIGS, count_params, get_model
+from jflow.models import CONFIGS, count_params, get_model  # noqa: E402
 
 # batch sizes that keep each configuration around a minute on a 2-core CPU
 DEFAULT_BATCH = {
