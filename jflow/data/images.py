@@ -174,7 +174,7 @@ def tfds_source(name: str, split: str = "train", *, data_dir: Optional[str] = No
             f"unknown TFDS data set {name!r}: not a registered tensorflow-datasets name (see "
             f"tfds.list_builders()); for the offline data set use {OFFLINE_DATASET!r}"
         ) from err
-    except Exception as err:  # not prepared shows up as NotImplementedError/ValueError/... inside tfds
+    except Exception as err:  # tfds reports an unprepared data set with several exception types
         builder = tfds.builder(name, data_dir=data_dir, **builder_kwargs)
         if builder.is_prepared():
             raise
