@@ -181,15 +181,26 @@ def _check_field_output(x, k):
             )
 
 
-def _scan(step, carry, ts, trajectory: bool):
-    """Run ``step(carry, (i, t0, t1)) -> carry`` over consecutive grid pairs with one ``lax.scan``."""
+def _check_unroll(unroll) -> int:
+    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
+        raise ValueError(f"unroll must be a positive int (steps per loop iteration); got {unroll!r}")
+    return unroll
+
+
+def _scan(step, carry, ts, trajectory: bool, unroll: int = 1):
+    """Run ``step(carry, (i, t0, t1)) -> carry`` over consecutive grid pairs with one ``lax.scan``.
+
+    ``unroll`` steps are placed in each iteration of the compiled loop (``lax.scan``'s
+    knob for trading loop overhead against program size); the result is the same. On
+    the 2-core CPU the 4x64 MLP field ran equally fast with 1, 4 and 8 at 1k and 100k points.
+    """
     idx = jnp.arange(ts.shape[0] - 1)
 
     def body(c, inp):
         c = step(c, inp)
         return c, (c[0] if trajectory else None)
 
-    final, path = jax.lax.scan(body, carry, (idx, ts[:-1], ts[1:]))
+    final, path = jax.lax.scan(body, carry, (idx, ts[:-1], ts[1:]), unroll=_check_unroll(unroll))
     if not trajectory:
         return final[0]
     x0 = carry[0]
@@ -199,7 +210,9 @@ def _scan(step, carry, ts, trajectory: bool):
 # --------------------------------------------------------------------------- solvers
 
 
-def odeint(u: Callable, x0, ts, *, method: str = "euler", trajectory: bool = False, args: tuple = ()):
+def odeint(
+    u: Callable, x0, ts, *, method: str = "euler", trajectory: bool = False, args: tuple = (), unroll: int = 1
+):
     r"""Integrate the ODE :math:`\frac{d}{dt}X_t = u_t(X_t)` over the grid ``ts`` from ``X_{ts[0]} = x0``.
 
     With ``method="euler"`` and ``ts = uniform_grid(n)`` this is Algorithm 1 of the
@@ -220,6 +233,8 @@ def odeint(u: Callable, x0, ts, *, method: str = "euler", trajectory: bool = Fal
         (``[0]`` is ``x0``); otherwise only the final state.
       args: tuple of extra arguments (pytrees of arrays) passed to ``u``; changing their
         values does not recompile a jitted caller.
+      unroll: steps per iteration of the compiled loop (``lax.scan(unroll=...)``); same
+        result; worth trying where a step is tiny next to the loop's overhead.
 
     The field is evaluated ``num_evals(method, ts)`` times; Euler never evaluates ``u`` at
     ``ts[-1]``, while Heun and RK4 do (mind fields singular at an endpoint).
@@ -235,7 +250,7 @@ def odeint(u: Callable, x0, ts, *, method: str = "euler", trajectory: bool = Fal
         _, t0, t1 = inp
         return (rk_step(tableau, u, x, t0, t1 - t0, args),)
 
-    return _scan(step, (x0,), ts, trajectory)
+    return _scan(step, (x0,), ts, trajectory, unroll)
 
 
 def _sigma_value(sigma, t, args):
@@ -254,6 +269,7 @@ def sdeint(
     method: str = "euler_maruyama",
     trajectory: bool = False,
     args: tuple = (),
+    unroll: int = 1,
 ) -> Array:
     r"""Integrate the SDE :math:`dX_t = u_t(X_t)\,dt + \sigma_t\,dW_t` with Euler-Maruyama.
 
@@ -277,6 +293,7 @@ def sdeint(
       method: ``"euler_maruyama"``.
       trajectory: return every grid point, shape ``(len(ts), *x0.shape)``.
       args: extra arguments for ``drift`` and a callable ``sigma``.
+      unroll: steps per iteration of the compiled loop (see :func:`odeint`).
     """
     check_choice(method, SDE_METHODS, "SDE method")
     args = _check_args(args)
@@ -304,7 +321,7 @@ def sdeint(
         eps = jax.random.normal(jax.random.fold_in(key, i), x.shape, dtype)
         return ((x + h * f + (s * jnp.sqrt(jnp.abs(h))) * eps).astype(dtype),)
 
-    return _scan(step, (x0,), ts, trajectory)
+    return _scan(step, (x0,), ts, trajectory, unroll)
 
 
 def num_evals(method: str, steps: Union[int, Array, Sequence[float]]) -> int:

@@ -267,3 +267,20 @@ def test_edm_grid_closed_form():
 def test_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("unroll", [2, 4])
+def test_unroll_gives_the_same_result(unroll):
+    """``unroll`` only changes how the compiled loop is laid out, never the result."""
+    ts = I.uniform_grid(10)
+    x0 = jnp.linspace(-1.0, 1.0, 6).reshape(3, 2)
+    field = lambda x, t: jnp.sin(x) * (1.0 + t)
+    for method in ("euler", "heun"):
+        ref = I.odeint(field, x0, ts, method=method, trajectory=True)
+        out = I.odeint(field, x0, ts, method=method, trajectory=True, unroll=unroll)
+        np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-7)
+    key = jax.random.PRNGKey(3)
+    ref = I.sdeint(field, 0.5, x0, ts, key=key)
+    np.testing.assert_allclose(I.sdeint(field, 0.5, x0, ts, key=key, unroll=unroll), ref, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="unroll"):
+        I.odeint(field, x0, ts, unroll=0)
