@@ -71,7 +71,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.common import (
-    ConfigError,
+    cli,
     Timer,
     markdown_table,
     parse_config,
@@ -901,8 +901,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ConfigError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    cli(main, CheckpointError)

@@ -140,3 +140,14 @@ class Timer:
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self._start
         return False
+
+
+def cli(main, *expected_errors) -> None:
+    """Run ``main()`` as a script: a ``ConfigError`` or one of ``expected_errors`` (bad data,
+    a damaged checkpoint) prints ``error: <message>`` on stderr and exits with status 2,
+    without a traceback; anything else propagates."""
+    try:
+        main()
+    except (ConfigError, *expected_errors) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import sys
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -46,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.common import (
-    ConfigError,
+    cli,
     Timer,
     parse_config,
     progress,
@@ -599,10 +598,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 if __name__ == "__main__":
     from jflow.data import DatasetNotPreparedError
+    from jflow.train import CheckpointError
 
-    try:
-        main()
-    except ConfigError as err:
-        sys.exit(f"config error: {err}")
-    except DatasetNotPreparedError as err:
-        sys.exit(f"data error: {err}")
+    cli(main, DatasetNotPreparedError, CheckpointError)

@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -43,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import ConfigError, Timer, parse_config, progress, require, run_dir, save_json
+from experiments.common import Timer, cli, parse_config, progress, require, run_dir, save_json
 
 LABS = ("brownian", "ou", "langevin", "fm_gmm", "sm_gmm", "moons", "bridge", "cfg")
 SCHEDULERS = ("linear", "cosine")
@@ -497,7 +496,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ConfigError as err:
-        sys.exit(f"config error: {err}")
+    cli(main)
