@@ -44,17 +44,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import (
-    cli,
-    Timer,
-    parse_config,
-    progress,
-    require,
-    run_dir,
-    save_json,
-    write_table,
+from experiments.common import Timer, cli, parse_config, progress, require, run_dir, save_json, write_table
+from jflow.data import DatasetNotPreparedError, ImageLoader, image_source
+from jflow.integrators import uniform_grid
+from jflow.losses import make_loss
+from jflow.metrics import classifier_accuracy, frechet_distance
+from jflow.models import Classifier, get_model
+from jflow.sampling import classifier_free_guidance, sample_ode
+from jflow.schedulers import LinearScheduler
+from jflow.train import (
+    CheckpointError,
+    Checkpointer,
+    create_train_state,
+    fit,
+    make_fused_train_step,
+    make_mesh,
+    make_optimizer,
+    make_sharded_train_step,
+    make_train_step,
+    put_replicated,
+    shard_batch,
 )
-from jflow.models import Classifier
 
 DATASETS = {
     # name: (image shape, number of classes)
@@ -212,8 +222,6 @@ def _classifier_loss(model: Classifier):
 
 def _sources(config: ImageConfig):
     """Train and test sources of the data set (jflow.data raises a clear error if it is absent)."""
-    from jflow.data import image_source
-
     data_dir = config.data_dir or None
     return image_source(config.dataset, "train", data_dir=data_dir), image_source(config.dataset, "test", data_dir=data_dir)
 
@@ -227,9 +235,8 @@ def _batch_fn(loader, steps_per_epoch: int):
     return batch_fn
 
 
-def _all_images(source, config: ImageConfig):
-    from jflow.data import ImageLoader
-
+def _all_images(source) -> Tuple[np.ndarray, np.ndarray]:
+    """Every image and label of ``source``, in order, as one batch ``(x, y)``."""
     loader = ImageLoader(source, len(source), shuffle=False, drop_remainder=False, prefetch=0,
                          process_index=0, process_count=1)
     batch = loader.batch_at(0, 0)
@@ -260,10 +267,6 @@ def _program_key(config: ImageConfig) -> ImageConfig:
 def _training_program(key: ImageConfig, num_devices: int):
     """``(model, optimizer, mesh, step_fn)`` of a config, cached: re-running in the same process
     (a resumed run, the labs) reuses the compiled step instead of compiling it again."""
-    from jflow.losses import make_loss
-    from jflow.schedulers import LinearScheduler
-    from jflow.train import make_fused_train_step, make_mesh, make_optimizer, make_sharded_train_step
-
     model = build_model(key)
     optimizer = make_optimizer(key.learning_rate, warmup_steps=key.warmup_steps, clip_norm=key.clip_norm)
     # Algorithm 5 (CFG training): CondOT path, velocity target z - eps, label -> null with prob p.
@@ -280,8 +283,6 @@ def _training_program(key: ImageConfig, num_devices: int):
 
 
 def build_model(config: ImageConfig):
-    from jflow.models import get_model
-
     return get_model(
         "unet",
         base_channels=config.base_channels,
@@ -308,9 +309,6 @@ def _num_devices(config: ImageConfig) -> int:
 
 def train_flow(config: ImageConfig, out: Path, train_source, num_devices: int, *, log=print):
     """Train (or resume) the guided U-Net; returns ``(model, state, mesh, info)``."""
-    from jflow.data import ImageLoader
-    from jflow.train import Checkpointer, create_train_state, fit, put_replicated, shard_batch
-
     model, optimizer, mesh, step_fn = _training_program(_program_key(config), num_devices)
     key = jax.random.PRNGKey(config.seed)
     init_key, train_key = jax.random.split(key)
@@ -358,8 +356,6 @@ def train_flow(config: ImageConfig, out: Path, train_source, num_devices: int, *
 @functools.lru_cache(maxsize=4)
 def _classifier_program(num_classes: int, learning_rate: float):
     """``(model, optimizer, step_fn, apply_fn)`` of the evaluation classifier, cached like :func:`_training_program`."""
-    from jflow.train import make_optimizer, make_train_step
-
     model = Classifier(num_classes)
     apply = jax.jit(lambda p, x: model.apply(p, x, return_features=True))
     return model, make_optimizer(learning_rate), make_train_step(_classifier_loss(model)), apply
@@ -370,9 +366,6 @@ def train_classifier(config: ImageConfig, out: Path, train_source):
 
     Returns ``(params, apply)`` with ``apply(params, x) -> (logits, features)``.
     """
-    from jflow.data import ImageLoader
-    from jflow.train import Checkpointer, create_train_state, fit
-
     model, optimizer, step_fn, apply = _classifier_program(config.num_classes, config.classifier_lr)
     key = jax.random.PRNGKey(config.seed + 1)
     init_key, train_key = jax.random.split(key)
@@ -401,9 +394,6 @@ def make_sampler(config: ImageConfig):
 
     Pass :func:`_program_key` of the run's config (cached like :func:`_training_program`).
     """
-    from jflow.integrators import uniform_grid
-    from jflow.sampling import classifier_free_guidance, sample_ode
-
     model = build_model(config)
 
     def u(x, t, y, params):
@@ -428,8 +418,6 @@ def generate(sample, params, labels: np.ndarray, w: float, config: ImageConfig, 
     ``w``, so the rows of different guidance scales start from the same ``X_0``. Every chunk
     has the same shape (the last one is padded), so the sampler compiles once.
     """
-    from jflow.train import shard_batch
-
     n_dev = 1 if mesh is None else mesh.size
     chunk = -(-min(config.sample_batch, len(labels)) // n_dev) * n_dev
     key = jax.random.PRNGKey(config.seed + 2)
@@ -466,6 +454,16 @@ def _classify_all(apply, params, x: np.ndarray, chunk: int = 256) -> Tuple[np.nd
 # --------------------------------------------------------------------------- figures
 
 
+def _pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (imported on first use: drawing is the last step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _to_rgb(images: np.ndarray) -> np.ndarray:
     x = (images + 1.0) / 2.0
     return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
@@ -473,11 +471,7 @@ def _to_rgb(images: np.ndarray) -> np.ndarray:
 
 def _save_grid(path: Path, rows: Sequence[np.ndarray], row_labels: Sequence[str], title: str) -> None:
     """A figure with one row of images per entry of ``rows`` (each ``(n, H, W, C)`` in [-1, 1])."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     n = max(len(r) for r in rows)
     h, w = rows[0].shape[1:3]
     pad = 1
@@ -496,11 +490,7 @@ def _save_grid(path: Path, rows: Sequence[np.ndarray], row_labels: Sequence[str]
 
 
 def _save_loss(path: Path, history) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3))
     if history:
         steps, losses = zip(*history)
@@ -523,8 +513,6 @@ def _w_name(w: float) -> str:
 
 def run(config: ImageConfig, out: Path, *, log=print) -> dict:
     """Train, evaluate and write every output of one run into ``out``; returns the summary dict."""
-    from jflow.metrics import classifier_accuracy, frechet_distance
-
     n_dev = _num_devices(config)
     save_json(out / "config.json", dataclasses.asdict(config))
     train_source, test_source = _sources(config)
@@ -541,8 +529,8 @@ def run(config: ImageConfig, out: Path, *, log=print) -> dict:
         save_json(out / "summary.json", summary)
         return summary
 
-    train_x, train_y = _all_images(train_source, config)
-    test_x, test_y = _all_images(test_source, config)
+    train_x, _ = _all_images(train_source)
+    test_x, test_y = _all_images(test_source)
     with Timer() as t_cls:
         cls_params, apply = train_classifier(config, out, train_source)
 
@@ -597,7 +585,4 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 if __name__ == "__main__":
-    from jflow.data import DatasetNotPreparedError
-    from jflow.train import CheckpointError
-
     cli(main, DatasetNotPreparedError, CheckpointError)

@@ -9,8 +9,8 @@ The integrators know nothing about probability paths: they integrate any vector 
 
 Calling convention
 ------------------
-``u(x, t, *args)``: ``x`` is the whole state (batch axis first, or any pytree of arrays
-for :func:`odeint`), ``t`` is a **scalar** array of the state's float dtype, ``args`` is the
+``u(x, t, *args)``: ``x`` is the whole state (batch axis first, or any pytree of
+floating arrays), ``t`` is a **scalar** array of the state's float dtype, ``args`` is the
 tuple given as ``args=`` (default ``()``). Passing parameters, labels or a guidance scale
 through ``args`` (instead of closing over them) means that changing their *values* does
 not retrace or recompile a jitted caller. The same holds for the time grid ``ts``:
@@ -253,16 +253,56 @@ def odeint(
     return _scan(step, (x0,), ts, trajectory, unroll)
 
 
-def _sigma_value(sigma, t, args):
-    if callable(sigma):
-        return as_float(sigma(t, *args))
-    return as_float(sigma)
+def _sigma_leaves(s, treedef, x_leaves) -> list:
+    """One diffusion coefficient per state leaf: ``s`` broadcast to every leaf, or a pytree like the state.
+
+    A single-array state takes ``s`` as one array (a list such as ``[0.5, 2.0]`` is a
+    per-dimension array); a pytree state takes an array (broadcast to every leaf) or a
+    pytree of the state's structure. Each value must broadcast to its leaf's shape.
+    """
+    if jax.tree_util.treedef_is_leaf(treedef):  # the state is one bare array
+        per_leaf = [s]
+    elif jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(s)):
+        per_leaf = [s] * len(x_leaves)
+    else:
+        s_def = jax.tree_util.tree_structure(s)
+        if s_def != treedef:
+            raise ValueError(
+                f"sigma must be a scalar, an array broadcast to every leaf of the state, or a pytree "
+                f"with the state's structure; got sigma structure {s_def} for state structure {treedef}"
+            )
+        per_leaf = jax.tree_util.tree_leaves(s)
+    out = []
+    for value, leaf in zip(per_leaf, x_leaves):
+        value = as_float(value)
+        try:
+            ok = jnp.broadcast_shapes(value.shape, leaf.shape) == leaf.shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"sigma of shape {value.shape} does not broadcast to the state's shape {leaf.shape}; "
+                "give a scalar, a per-dimension array of the trailing axes, or the state's shape"
+            )
+        out.append(value)
+    return out
+
+
+def _step_noise(key, i, x_leaves) -> list:
+    """Standard normal noise of step ``i``, one array per state leaf, from ``fold_in(key, i)``.
+
+    A one-leaf state draws from ``fold_in(key, i)`` itself; a state of ``n > 1`` leaves
+    splits it into ``n`` keys, one per leaf (in ``jax.tree_util`` leaf order).
+    """
+    step_key = jax.random.fold_in(key, i)
+    keys = [step_key] if len(x_leaves) == 1 else list(jax.random.split(step_key, len(x_leaves)))
+    return [jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, x_leaves)]
 
 
 def sdeint(
     drift: Callable,
-    sigma: Union[float, Array, Callable],
-    x0: Array,
+    sigma: Union[float, Array, Any, Callable],
+    x0,
     ts,
     *,
     key: Array,
@@ -270,7 +310,7 @@ def sdeint(
     trajectory: bool = False,
     args: tuple = (),
     unroll: int = 1,
-) -> Array:
+):
     r"""Integrate the SDE :math:`dX_t = u_t(X_t)\,dt + \sigma_t\,dW_t` with Euler-Maruyama.
 
     Euler-Maruyama (lecture notes, "Sampling from a diffusion model"):
@@ -280,36 +320,35 @@ def sdeint(
 
     with ``h = ts[i+1] - ts[i]`` (negative on a decreasing grid: the drift then runs
     backwards while the noise keeps its size). ``sigma = 0`` gives the Euler ODE step.
+    For a pytree state the step applies leaf by leaf, with independent noise per leaf.
 
     Args:
-      drift: ``drift(x, t, *args)`` with a scalar ``t``, returns an array like ``x``.
-      sigma: diffusion coefficient: a float, an array broadcastable to ``x0.shape``
-        (e.g. per dimension), or a callable ``sigma(t, *args)`` returning such a value.
+      drift: ``drift(x, t, *args)`` with a scalar ``t``, returns an array (pytree) like ``x``.
+      sigma: diffusion coefficient: a float or an array broadcastable to every leaf of
+        ``x0`` (e.g. per dimension), a pytree of such values with ``x0``'s structure (one
+        coefficient per leaf), or a callable ``sigma(t, *args)`` returning either.
         Put array values of sigma in ``args`` or pass them as arrays to avoid recompiles.
-      x0: initial state, an array (batch axis first); dtype is kept.
+      x0: initial state, an array (batch axis first) or pytree of floating arrays; each
+        leaf keeps its dtype.
       ts: 1-D strictly monotone grid (see :func:`odeint`).
       key: PRNG key; step ``i`` uses ``jax.random.fold_in(key, i)``, so the noise of a
         step does not depend on the grid length (same key, longer grid: same first steps).
+        A state of one array (or a pytree with one leaf) draws its noise from that key; a
+        state of ``n > 1`` leaves splits it into ``n`` keys, one per leaf.
       method: ``"euler_maruyama"``.
-      trajectory: return every grid point, shape ``(len(ts), *x0.shape)``.
+      trajectory: return every grid point, shape ``(len(ts), *x0.shape)`` per leaf.
       args: extra arguments for ``drift`` and a callable ``sigma``.
       unroll: steps per iteration of the compiled loop (see :func:`odeint`).
     """
     check_choice(method, SDE_METHODS, "SDE method")
     args = _check_args(args)
-    x0 = jnp.asarray(x0)
-    dtype = _float_dtype(x0)
-    ts = _check_grid(ts, dtype)
+    x0 = jax.tree_util.tree_map(jnp.asarray, x0)
+    ts = _check_grid(ts, _float_dtype(x0))
     if key is None:
         raise ValueError("sdeint needs a PRNG key: sdeint(..., key=jax.random.PRNGKey(0))")
+    x_leaves, treedef = jax.tree_util.tree_flatten(x0)
     if not callable(sigma):
-        s = as_float(sigma)
-        try:
-            jnp.broadcast_shapes(s.shape, x0.shape)
-        except ValueError:
-            raise ValueError(
-                f"sigma of shape {s.shape} does not broadcast to x0.shape={x0.shape}"
-            ) from None
+        _sigma_leaves(sigma, treedef, x_leaves)  # fail before tracing the loop
 
     def step(carry, inp):
         (x,) = carry
@@ -317,9 +356,14 @@ def sdeint(
         h = t1 - t0
         f = drift(x, t0, *args)
         _check_field_output(x, f)
-        s = _sigma_value(sigma, t0, args)
-        eps = jax.random.normal(jax.random.fold_in(key, i), x.shape, dtype)
-        return ((x + h * f + (s * jnp.sqrt(jnp.abs(h))) * eps).astype(dtype),)
+        leaves = jax.tree_util.tree_leaves(x)
+        sigmas = _sigma_leaves(sigma(t0, *args) if callable(sigma) else sigma, treedef, leaves)
+        noise = _step_noise(key, i, leaves)
+        new = [
+            (xl + h * fl + (sl * jnp.sqrt(jnp.abs(h))) * el).astype(xl.dtype)
+            for xl, fl, sl, el in zip(leaves, jax.tree_util.tree_leaves(f), sigmas, noise)
+        ]
+        return (jax.tree_util.tree_unflatten(treedef, new),)
 
     return _scan(step, (x0,), ts, trajectory, unroll)
 

@@ -1,4 +1,5 @@
-"""Tests for jflow.integrators: convergence orders against closed forms, Euler-Maruyama laws, grids."""
+"""Tests for jflow.integrators: convergence orders against closed forms, Euler-Maruyama laws (array and
+pytree states), grids."""
 import chex
 import jax
 import jax.numpy as jnp
@@ -83,6 +84,9 @@ def test_dtype_preserved_under_x64(x64):
     assert I.odeint(lambda x, t: t * x, x0, I.uniform_grid(4), method="rk4").dtype == jnp.float32
     out = I.sdeint(lambda x, t: -x, 0.5, x0, I.uniform_grid(4), key=jax.random.PRNGKey(0))
     assert out.dtype == jnp.float32
+    mixed = {"a": x0, "b": x0.astype(jnp.float64)}
+    out = I.sdeint(lambda s, t: s, 0.5, mixed, I.uniform_grid(4), key=jax.random.PRNGKey(0))
+    assert (out["a"].dtype, out["b"].dtype) == (jnp.float32, jnp.float64)
     assert I.odeint(lambda x, t: t * x, x0.astype(jnp.float64), I.uniform_grid(4)).dtype == jnp.float64
 
 
@@ -210,6 +214,55 @@ def test_em_zero_sigma_is_euler():
     )
 
 
+def _ou_pair(state, t, thetas):
+    return {name: -thetas[name] * x for name, x in state.items()}
+
+
+# sigma and theta are traced pytrees: one compilation for the pytree-state tests below
+_em_pair = jax.jit(
+    lambda sigma, x0, ts, key, thetas: I.sdeint(_ou_pair, sigma, x0, ts, key=key, args=(thetas,))
+)
+
+
+def test_em_pytree_state_of_two_independent_ou_processes():
+    # dX = -theta_j X dt + sigma_j dW per leaf; each leaf tends to N(0, sigma_j^2 / (2 theta_j)),
+    # and the leaves draw independent noise (shared noise would correlate them strongly)
+    n = 4000
+    thetas = {"a": jnp.float32(1.5), "b": jnp.float32(3.0)}
+    sigma = {"a": jnp.float32(0.8), "b": jnp.array([0.5, 1.0], jnp.float32)}
+    x0 = {"a": jnp.full((n, 1), 2.0, jnp.float32), "b": jnp.full((n, 2), -1.0, jnp.float32)}
+    ts = I.uniform_grid(400, 0.0, 4.0, dtype=jnp.float32)
+    out = _em_pair(sigma, x0, ts, jax.random.PRNGKey(1), thetas)
+    for name, x in out.items():
+        var = np.asarray(sigma[name]) ** 2 / (2 * float(thetas[name]))
+        x = np.asarray(x)
+        assert np.all(np.abs(x.mean(axis=0)) < 4 * np.sqrt(var / n) + 2.0 * np.exp(-float(thetas[name]) * 4.0))
+        np.testing.assert_allclose(x.var(axis=0), var * np.ones(x.shape[1]), rtol=4 * np.sqrt(2 / n))
+    corr = np.corrcoef(np.asarray(out["a"][:, 0]), np.asarray(out["b"][:, 0]))[0, 1]
+    assert abs(corr) < 4 / np.sqrt(n)
+
+
+def test_em_pytree_noise_keys_and_one_leaf_equals_array():
+    key = jax.random.PRNGKey(4)
+    ts = I.uniform_grid(6, 0.0, 0.6)
+    # one leaf: exactly the array result (the noise of step i is still normal(fold_in(key, i)))
+    field = lambda x, t: jnp.sin(x) * (1.0 + t)
+    x0 = jnp.linspace(-1.0, 1.0, 6).reshape(3, 2)
+    ref = I.sdeint(field, 0.5, x0, ts, key=key, trajectory=True)
+    one = I.sdeint(lambda s, t: {"x": field(s["x"], t)}, {"x": 0.5}, {"x": x0}, ts, key=key, trajectory=True)
+    np.testing.assert_array_equal(one["x"], ref)
+    # n leaves: leaf j of step i draws from split(fold_in(key, i), n)[j] (tree_util leaf order)
+    state = {"a": jnp.zeros((3,)), "b": jnp.zeros((2, 2))}
+    zero = lambda s, t: jax.tree_util.tree_map(jnp.zeros_like, s)
+    traj = I.sdeint(zero, 1.0, state, ts, key=key, trajectory=True)
+    for i in (0, 4):
+        ka, kb = jax.random.split(jax.random.fold_in(key, i))
+        for name, k in (("a", ka), ("b", kb)):
+            inc = np.diff(np.asarray(traj[name]), axis=0)[i]
+            eps = np.asarray(jax.random.normal(k, state[name].shape))
+            np.testing.assert_allclose(inc, np.sqrt(0.1) * eps, rtol=1e-4, atol=1e-6)
+
+
 # ------------------------------------------------------------------- grids
 
 
@@ -256,6 +309,12 @@ def test_edm_grid_closed_form():
         (lambda: I.odeint(lambda x, t: x, jnp.ones(2, jnp.int32), I.uniform_grid(2)), "floating"),
         (lambda: I.sdeint(lambda x, t: x, jnp.ones(3), jnp.ones(2), I.uniform_grid(2), key=jax.random.PRNGKey(0)), "broadcast"),
         (lambda: I.sdeint(lambda x, t: x, 1.0, jnp.ones(2), I.uniform_grid(2), key=None), "PRNG key"),
+        (lambda: I.sdeint(_ou_pair, {"a": 1.0}, {"a": jnp.ones(2), "b": jnp.ones(2)}, I.uniform_grid(2),
+                          key=jax.random.PRNGKey(0), args=({"a": 1.0, "b": 1.0},)), "state's structure"),
+        (lambda: I.sdeint(_ou_pair, lambda t, th: [1.0, 1.0], {"a": jnp.ones(2), "b": jnp.ones(2)}, I.uniform_grid(2),
+                          key=jax.random.PRNGKey(0), args=({"a": 1.0, "b": 1.0},)), "state's structure"),
+        (lambda: I.sdeint(_ou_pair, {"a": 1.0, "b": jnp.ones(3)}, {"a": jnp.ones(2), "b": jnp.ones(2)},
+                          I.uniform_grid(2), key=jax.random.PRNGKey(0), args=({"a": 1.0, "b": 1.0},)), "broadcast"),
         (lambda: I.sdeint(lambda x, t: x, 1.0, jnp.ones(2), I.uniform_grid(2), key=jax.random.PRNGKey(0), method="milstein"), "unknown SDE method"),
         (lambda: I.num_evals("rk4", 0), "at least one step"),
         (lambda: I.uniform_grid(0), "positive Python int"),

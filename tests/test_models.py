@@ -5,6 +5,7 @@ each check reuses module-level jitted functions. Behavioural checks use tiny con
 the named configurations are only counted, through ``jax.eval_shape`` (no initialisation).
 """
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -161,6 +162,30 @@ def test_class_embedding_reserves_null_row():
     np.testing.assert_array_equal(emb.apply(params, jnp.array([4, 1])), table[jnp.array([4, 1])])
 
 
+def test_class_embedding_in_range_equals_plain_table_out_of_range_is_loud():
+    """In-range labels (the null label included) give exactly what ``flax.linen.Embed`` gave
+    before; out-of-range labels raise when concrete and embed as NaN under jit, where
+    ``Embed``'s ``jnp.take`` would wrap ``-1`` onto the null row."""
+    emb = ClassEmbedding(num_classes=4, dim=3)
+    params = emb.init(jax.random.PRNGKey(0), jnp.array([0]))
+    plain = nn.Embed(5, 3, embedding_init=nn.initializers.normal(1.0))
+    labels = jnp.array([4, 0, 3, 1, 2, 4])
+    np.testing.assert_array_equal(
+        emb.apply(params, labels), plain.apply({"params": params["params"]["table"]}, labels)
+    )
+    table = np.asarray(params["params"]["table"]["embedding"])
+    out = np.asarray(jax.jit(emb.apply)(params, jnp.array([-1, 5, 2, 2**31 - 1, 4], jnp.int32)))
+    assert np.isnan(out[[0, 1, 3]]).all()
+    np.testing.assert_array_equal(out[[2, 4]], table[[2, 4]])
+    # an unsigned label above the table is caught as well
+    out = np.asarray(jax.jit(emb.apply)(params, jnp.array([255, 1], jnp.uint8)))
+    assert np.isnan(out[0]).all() and np.array_equal(out[1], table[1])
+    with pytest.raises(ValueError, match=r"classes 0\.\.3 or 4, the null label .* got values in \[-1, 2\]"):
+        emb.apply(params, jnp.array([2, -1]))
+    with pytest.raises(ValueError, match="integer labels"):
+        emb.apply(params, jnp.array([True, False]))
+
+
 # ----------------------------------------------------------------------------- models
 
 
@@ -243,8 +268,22 @@ def test_label_changes_output_and_null_label(name, trained):
     np.testing.assert_allclose(mixed[1:], out0[1:], atol=1e-5)
     with pytest.raises(ValueError, match="null label"):
         model.apply(params, x, t, jnp.full(BATCH, NUM_CLASSES + 1))
+    with pytest.raises(ValueError, match=rf"classes 0\.\.{NUM_CLASSES - 1} or {NUM_CLASSES}.*\[-1, 1\]"):
+        model.apply(params, x, t, jnp.array([0, -1, 1]))
     with pytest.raises(ValueError, match="unconditional"):
         model.clone(num_classes=None).apply(params, x, t, jnp.zeros(BATCH, jnp.int32))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_jitted_out_of_range_labels_give_nan_outputs(name, trained):
+    """Under jit nothing can raise: a label above the null label or below 0 makes exactly
+    that example's output NaN (so a train step's NaN guard stops); the others are unchanged."""
+    params, fwd = trained[name], FORWARD[name]
+    x, t, _ = _inputs(BASE_SHAPE[name])
+    ref = np.asarray(fwd(params, x, t, jnp.zeros(BATCH, jnp.int32)))
+    out = np.asarray(fwd(params, x, t, jnp.array([0, NUM_CLASSES + 1, -1], jnp.int32)))
+    assert np.isnan(out[1:]).all()
+    np.testing.assert_array_equal(out[0], ref[0])
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -366,6 +405,10 @@ def test_bad_inputs_raise_clear_errors(trained):
         mlp.apply(trained["mlp"], jnp.zeros((BATCH, 2)), t, y.astype(jnp.float32))
     with pytest.raises(ValueError, match=r"y must be None, a scalar or have shape \(B,\)"):
         mlp.apply(trained["mlp"], jnp.zeros((BATCH, 2)), t, jnp.zeros((BATCH, 1), jnp.int32))
+    with pytest.raises(ValueError, match=r"y must be None, a scalar or have shape \(B,\) = \(3,\)"):
+        mlp.apply(trained["mlp"], jnp.zeros((BATCH, 2)), t, jnp.zeros((BATCH + 1,), jnp.int32))
+    with pytest.raises(ValueError, match="integer labels"):
+        mlp.apply(trained["mlp"], jnp.zeros((BATCH, 2)), t, y > 0)
     with pytest.raises(ValueError, match="norm_groups=3 must divide"):
         unet.clone(norm_groups=3).init(jax.random.PRNGKey(0), x, t, y)
     with pytest.raises(ValueError, match="attention_levels"):

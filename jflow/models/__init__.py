@@ -6,6 +6,8 @@ flow time (``t = 0`` noise, ``t = 1`` data), a scalar or shape ``(B,)``; ``y`` h
 labels ``(B,)`` or is ``None``. The output has ``x``'s shape and dtype. A class-conditional
 model with ``num_classes = K`` reserves label ``K`` as the null label of classifier-free
 guidance (``model.null_label``); ``y=None`` means the null label for every example.
+Labels outside ``0..K`` raise ``ValueError`` (concrete labels) or, under ``jit``, make that
+example's output NaN, so a training loop's NaN guard stops instead of training on garbage.
 Models know nothing of losses or paths; what the output means (velocity, score, noise,
 data) is decided by the loss that trains it.
 """

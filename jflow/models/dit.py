@@ -120,6 +120,8 @@ class DiT(nn.Module):
       mlp_ratio: hidden width of the block MLP relative to ``hidden_size``.
       num_classes: ``K`` for a class-conditional model (``K`` = null label; ``y=None`` means null
         label), or ``None`` for an unconditional one.
+        Labels outside ``0..K`` raise ``ValueError`` outside ``jit`` and give NaN outputs for
+        those examples under ``jit`` (see :class:`~jflow.models.ClassEmbedding`).
       dropout: attention and MLP dropout, only with ``train=True`` (rng ``"dropout"``).
       time_embedding, learnable_frequencies, time_features: see
         :class:`jflow.models.embeddings.TimeEmbedding`.

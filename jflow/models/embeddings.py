@@ -11,7 +11,8 @@ model with ``num_classes = K`` reserves label index ``K`` (the last row of the c
 - :class:`GaussianFourierProjection`: random Fourier features ``[sin 2 pi W t, cos 2 pi W t]``,
   ``W ~ N(0, scale^2)``, fixed or learnable.
 - :class:`TimeEmbedding`: features followed by a two-layer MLP.
-- :class:`ClassEmbedding`: a ``(K + 1, dim)`` table; row ``K`` is the null label.
+- :class:`ClassEmbedding`: a ``(K + 1, dim)`` table; row ``K`` is the null label; labels
+  outside ``0..K`` raise ``ValueError`` (concrete) or embed as NaN (under ``jit``).
 - :class:`ConditionEmbedding`: ``TimeEmbedding(t) + ClassEmbedding(y)``, the conditioning
   vector that every block of every model receives.
 """
@@ -25,7 +26,14 @@ import jax
 import jax.numpy as jnp
 
 from jflow._checks import as_float, check_choice
-from jflow.models.layers import Activation, Dtype, check_positive_int, get_activation
+from jflow.models.layers import (
+    Activation,
+    Dtype,
+    check_label_dtype,
+    check_labels,
+    check_positive_int,
+    get_activation,
+)
 
 TIME_EMBEDDINGS = ("sinusoidal", "fourier")
 
@@ -142,7 +150,14 @@ class TimeEmbedding(nn.Module):
 class ClassEmbedding(nn.Module):
     """Label table with ``num_classes + 1`` rows; row ``num_classes`` is the null label (CFG's empty prompt).
 
-    ``y`` of integer dtype and any shape -> ``y.shape + (dim,)``.
+    ``y`` of integer dtype and any shape -> ``y.shape + (dim,)`` (in ``dtype``); row ``y`` of
+    the table ``params["table"]["embedding"]``.
+
+    Out-of-range labels are never clamped or wrapped onto another row (a negative index
+    would otherwise select the null label): concrete labels outside ``0..num_classes`` raise
+    ``ValueError``, and under ``jit``, where raising is impossible, each out-of-range label
+    embeds as a row of NaN, so the model's output for that example is NaN and the NaN guard
+    of jflow's train steps (:class:`jflow.train.NonFiniteError`) stops training.
     """
 
     num_classes: int
@@ -158,14 +173,22 @@ class ClassEmbedding(nn.Module):
     @nn.compact
     def __call__(self, y):
         check_positive_int(self.num_classes, "num_classes")
-        return nn.Embed(
-            self.num_classes + 1,
+        y = jnp.asarray(y)
+        check_label_dtype(y, "ClassEmbedding")
+        check_labels(y, self.num_classes, "ClassEmbedding")
+        rows = self.num_classes + 1
+        table = nn.Embed(
+            rows,
             self.dim,
             embedding_init=nn.initializers.normal(1.0),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="table",
-        )(y)
+        ).embedding
+        # labels that do not fit y's dtype are all below num_classes (e.g. int8 with K > 127)
+        valid = (y >= 0) & (y <= min(self.num_classes, int(jnp.iinfo(y.dtype).max)))
+        index = jnp.where(valid, y.astype(jnp.int32), rows)  # `rows` is out of bounds: filled with NaN
+        return jnp.take(jnp.asarray(table, self.dtype), index, axis=0, mode="fill", fill_value=jnp.nan)
 
 
 class ConditionEmbedding(nn.Module):

@@ -11,7 +11,10 @@ is checked once, by :func:`prepare_inputs`:
   class-conditional model with ``num_classes = K`` the labels are ``0..K-1`` and ``K`` is the
   reserved *null label* (the empty prompt of classifier-free guidance, Algorithm 5 step 6);
   ``y=None`` means the null label for every example. An unconditional model
-  (``num_classes=None``) accepts only ``y=None``.
+  (``num_classes=None``) accepts only ``y=None``. Labels outside ``0..K`` raise ``ValueError``
+  when they are concrete (:func:`check_labels`); under ``jit``, where nothing can be raised,
+  they make that example's output NaN (:class:`~jflow.models.ClassEmbedding`), so a training
+  loop's NaN guard stops instead of training on a clamped label.
 """
 from __future__ import annotations
 
@@ -38,7 +41,14 @@ ACTIVATIONS = {
     "softplus": nn.softplus,
 }
 
-__all__ = ["ACTIVATIONS", "get_activation", "prepare_inputs", "MultiHeadSelfAttention"]
+__all__ = [
+    "ACTIVATIONS",
+    "get_activation",
+    "check_label_dtype",
+    "check_labels",
+    "prepare_inputs",
+    "MultiHeadSelfAttention",
+]
 
 
 def get_activation(activation: Activation) -> Callable[[jax.Array], jax.Array]:
@@ -62,6 +72,40 @@ def check_dropout(rate, name: str = "dropout") -> None:
     """Raise ``ValueError`` unless ``0 <= rate < 1``."""
     if not 0.0 <= float(rate) < 1.0:
         raise ValueError(f"{name} must lie in [0, 1); got {rate!r}")
+
+
+def check_label_dtype(y, model: str) -> None:
+    """Raise ``ValueError`` unless ``y`` has an integer dtype (bool and float labels are rejected)."""
+    dtype = jnp.result_type(y)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise ValueError(
+            f"{model}: y must hold integer labels (class indices); got dtype {dtype}. "
+            "Cast them, e.g. y.astype(jnp.int32)."
+        )
+
+
+def check_labels(y, num_classes: int, model: str):
+    """Raise ``ValueError`` if concrete labels ``y`` lie outside ``0..num_classes``; return ``y``.
+
+    ``0..num_classes - 1`` are the classes and ``num_classes`` is the null label of
+    classifier-free guidance. A traced ``y`` (under ``jit``) is not checked here: the class
+    embedding turns its out-of-range labels into NaN outputs instead.
+    """
+    if not is_concrete(y):
+        return y
+    values = np.asarray(y)
+    if values.size:
+        bad = (values < 0) | (values > num_classes)
+        if bad.any():
+            first = int(np.flatnonzero(bad.ravel())[0])
+            raise ValueError(
+                f"{model}: labels must be classes 0..{num_classes - 1} or {num_classes}, the null label "
+                f"of classifier-free guidance (num_classes={num_classes}); got values in "
+                f"[{values.min()}, {values.max()}], e.g. {values.ravel()[first]} at flat index {first}. "
+                f"Map the labels into 0..{num_classes - 1} (1-based labels: y - 1), or build the model "
+                "with num_classes equal to the number of classes in the data."
+            )
+    return y
 
 
 def prepare_inputs(
@@ -106,21 +150,14 @@ def prepare_inputs(
     if y is None:
         return x, t, jnp.full((batch,), num_classes, dtype=jnp.int32)
     y = jnp.asarray(y)
-    if not jnp.issubdtype(y.dtype, jnp.integer):
-        raise ValueError(f"{model}: y must hold integer labels; got dtype {y.dtype}")
+    check_label_dtype(y, model)
     if y.ndim == 0:
         y = jnp.broadcast_to(y, (batch,)).astype(y.dtype)  # astype drops a Python int's weak type
     elif y.shape != (batch,):
         raise ValueError(
             f"{model}: y must be None, a scalar or have shape (B,) = ({batch},); got y.shape={tuple(y.shape)}"
         )
-    if is_concrete(y) and y.size:
-        lo, hi = int(np.min(y)), int(np.max(y))
-        if lo < 0 or hi > num_classes:
-            raise ValueError(
-                f"{model}: labels must lie in [0, {num_classes}] ({num_classes} is the null label "
-                f"of classifier-free guidance); got values in [{lo}, {hi}]"
-            )
+    check_labels(y, num_classes, model)
     return x, t, y
 
 

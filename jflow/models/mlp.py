@@ -58,6 +58,8 @@ class MLP(nn.Module):
       activation: name in ``jflow.models.layers.ACTIVATIONS`` or a callable.
       num_classes: ``K`` for a class-conditional model (labels ``0..K-1``; ``K`` is the null
         label of classifier-free guidance; ``y=None`` means the null label), or ``None``.
+        Labels outside ``0..K`` raise ``ValueError`` outside ``jit`` and give NaN outputs for
+        those examples under ``jit`` (see :class:`~jflow.models.ClassEmbedding`).
       time_embedding: ``"sinusoidal"`` or ``"fourier"``; ``learnable_frequencies`` for the latter.
       time_features: number of time features before the embedding MLP.
       dropout: dropout rate inside each block, active only with ``train=True`` (rng ``"dropout"``).

@@ -108,6 +108,8 @@ class UNet(nn.Module):
       norm_groups: GroupNorm groups (must divide every channel count).
       num_classes: ``K`` for a class-conditional model (``K`` = null label; ``y=None`` means null
         label), or ``None`` for an unconditional one.
+        Labels outside ``0..K`` raise ``ValueError`` outside ``jit`` and give NaN outputs for
+        those examples under ``jit`` (see :class:`~jflow.models.ClassEmbedding`).
       dropout: dropout rate in the residual blocks, only with ``train=True`` (rng ``"dropout"``).
       time_embedding, learnable_frequencies: see :class:`jflow.models.embeddings.TimeEmbedding`.
       zero_init_output: zero the final convolution so a fresh model predicts exactly zero.
