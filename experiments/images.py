@@ -209,8 +209,12 @@ def _classifier_loss(model: Classifier):
     def loss(params, batch, key):
         del key
         logits = model.apply(params, batch["x"])
-        labels = jax.nn.one_hot(batch["y"], model.num_classes)
+        y = batch["y"]
+        labels = jax.nn.one_hot(y, model.num_classes)
         value = -jnp.mean(jnp.sum(labels * jax.nn.log_softmax(logits), axis=-1))
+        # one_hot maps a label outside 0..K-1 to a zero row, which would drop it silently:
+        # make the loss NaN instead, so the train step's NaN guard stops and names the step
+        value = jnp.where(jnp.all((y >= 0) & (y < model.num_classes)), value, jnp.nan)
         accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["y"])
         return value, {"accuracy": accuracy}
 

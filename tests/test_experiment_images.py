@@ -77,3 +77,22 @@ def test_steps_below_checkpoint_is_rejected(smoke_run):
     out, _, _ = smoke_run
     with pytest.raises(ConfigError, match="'steps'"):
         images.main(["--preset", "smoke", "--out", str(out), "--steps", "2", "--evaluate", "false"])
+
+
+def test_classifier_loss_is_nan_for_labels_out_of_range():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jflow.models import Classifier
+
+    model = Classifier(num_classes=3, channels=(4,), features=8)
+    x = jnp.zeros((2, 8, 8, 1))
+    params = model.init(jax.random.PRNGKey(0), x)
+    loss = jax.jit(images._classifier_loss(model))
+    good, _ = loss(params, {"x": x, "y": jnp.array([0, 2])}, jax.random.PRNGKey(1))
+    np.testing.assert_allclose(good, -np.mean(np.take_along_axis(
+        np.asarray(jax.nn.log_softmax(model.apply(params, x))), np.array([[0], [2]]), axis=1)), rtol=1e-6)
+    for bad in ([0, 3], [-1, 1]):
+        value, _ = loss(params, {"x": x, "y": jnp.array(bad)}, jax.random.PRNGKey(1))
+        assert np.isnan(value), bad
