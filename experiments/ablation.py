@@ -93,10 +93,10 @@ from jflow.train import (
     CheckpointError,
     Checkpointer,
     create_train_state,
+    current_step,
     fit,
-    fuse,
     make_optimizer,
-    make_update_fn,
+    make_vmapped_train_step,
 )
 
 __all__ = ["AblationConfig", "PRESETS", "METHODS", "SCHEDULERS", "SAMPLERS", "main", "run"]
@@ -278,10 +278,12 @@ def _training_fns(cfg: AblationConfig, dataset: str, spec: RunSpec):
 def _build_training_fns(signature_items: tuple):
     """``(make_state, step_fn)`` of one training run family, cached so a rerun in-process does not recompile.
 
-    ``step_fn(carrier, batches, keys)`` does ``steps_per_call`` updates (``lax.scan``, jflow's
-    ``fuse``) of all ``seeds`` runs at once (``jax.vmap`` of jflow's update over the run axis).
-    The carried :class:`~jflow.train.TrainState` has per-run leaves but a single step counter,
-    which is what :func:`jflow.train.fit` and its :class:`~jflow.train.Checkpointer` expect.
+    ``make_state(stacked_params)`` is the vmapped :class:`~jflow.train.TrainState` of the
+    ``seeds`` runs (``step`` of shape ``(seeds,)``); ``step_fn(states, batches, keys)``
+    (:func:`jflow.train.make_vmapped_train_step` with ``fused=True``) does ``steps_per_call``
+    updates of all runs at once (``lax.scan`` over the updates, ``jax.vmap`` over the runs).
+    :func:`jflow.train.fit` and its :class:`~jflow.train.Checkpointer` take the vmapped state as
+    one run at its common step.
     """
     sig = dict(signature_items)
     cfg = AblationConfig(**{k: v for k, v in sig.items() if k in AblationConfig.__dataclass_fields__ and v is not None})
@@ -302,20 +304,9 @@ def _build_training_fns(signature_items: tuple):
     tx = make_optimizer(cfg.learning_rate, name="adam", warmup_steps=cfg.warmup_steps,
                         total_steps=cfg.train_steps)
     ema = cfg.ema_decay if cfg.ema_decay > 0 else None
-    update = make_update_fn(loss_fn)
-    num_runs = cfg.seeds
-
-    @jax.jit
-    def make_state(params):
-        states = jax.vmap(lambda p: create_train_state(p, tx, ema_decay=ema))(params)
-        return states.replace(step=states.step[0])
-
-    def carrier_step(carrier, batches, keys):
-        states = carrier.replace(step=jnp.broadcast_to(carrier.step, (num_runs,)))
-        states, metrics = fuse(jax.vmap(update, in_axes=(0, None, 0)))(states, batches, keys)
-        return states.replace(step=states.step[0]), metrics
-
-    return make_state, jax.jit(carrier_step, donate_argnums=(0,))
+    make_state = jax.jit(jax.vmap(lambda p: create_train_state(p, tx, ema_decay=ema)))
+    # the batch (the step number) is shared by the runs and unused: the loss draws its data
+    return make_state, make_vmapped_train_step(lambda _: loss_fn, fused=True)
 
 
 def initial_params(cfg: AblationConfig, dim: int):
@@ -325,12 +316,6 @@ def initial_params(cfg: AblationConfig, dim: int):
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *[init(keys[r]) for r in range(cfg.seeds)])
 
 
-def _uncommitted(tree):
-    """Arrays restored by orbax are committed to a device; jit keys its cache on that, so a resumed
-    run would recompile every function. A host round trip makes them ordinary (uncommitted)."""
-    return jax.tree.map(lambda x: jnp.asarray(np.asarray(x)) if getattr(x, "committed", False) else x, tree)
-
-
 def train(cfg: AblationConfig, dataset: str, spec: RunSpec, ckpt_dir: Path, bar) -> Tuple[dict, dict]:
     """Train ``cfg.seeds`` runs of ``spec`` together (vmapped, ``steps_per_call`` fused updates per call).
 
@@ -338,12 +323,8 @@ def train(cfg: AblationConfig, dataset: str, spec: RunSpec, ckpt_dir: Path, bar)
     resumes from the latest checkpoint there (its stored training signature must match).
     Returns the stacked final parameters (EMA if enabled) and a dict of training facts.
     """
-    make_state, jitted_step = _training_fns(cfg, dataset, spec)
-
-    def step_fn(carrier, batches, keys):
-        return jitted_step(_uncommitted(carrier), batches, keys)
-
-    carrier = make_state(initial_params(cfg, get_toy(dataset).dim))
+    make_state, step_fn = _training_fns(cfg, dataset, spec)
+    states = make_state(initial_params(cfg, get_toy(dataset).dim))
     signature = cfg.training_signature(dataset, spec.method, spec.scheduler)
     k = cfg.steps_per_call
     losses: List[Tuple[int, float]] = []
@@ -357,17 +338,18 @@ def train(cfg: AblationConfig, dataset: str, spec: RunSpec, ckpt_dir: Path, bar)
         resumed_from = ckpt.latest_step() or 0
         bar.update(resumed_from)
         with Timer() as timer:
-            carrier, _ = fit(
-                step_fn, carrier, lambda s: np.int32(s), _seed_keys(cfg, 1),
+            states, _ = fit(
+                step_fn, states, lambda s: np.int32(s), _seed_keys(cfg, 1),
                 num_steps=cfg.train_steps, steps_per_call=k, checkpointer=ckpt,
                 save_every=cfg.save_every, config=signature, log_every=k, log_fn=log_fn,
             )
-            jax.block_until_ready(carrier.params)
-    final = _uncommitted(carrier.ema_params if carrier.ema_params is not None else carrier.params)
+            jax.block_until_ready(states.params)
+    # restored arrays are placed like the fresh state (uncommitted): the samplers do not recompile
+    final = states.ema_params if states.ema_params is not None else states.params
     tail = [v for _, v in losses[-max(1, len(losses) // 10):]]
     info = {
         "dataset": dataset, "run": spec.name, "resumed_from_step": int(resumed_from),
-        "final_step": int(carrier.step), "steps_trained_now": cfg.train_steps - int(resumed_from),
+        "final_step": current_step(states), "steps_trained_now": cfg.train_steps - int(resumed_from),
         "train_seconds": timer.seconds, "final_loss": float(np.mean(tail)) if tail else None,
         "loss_curve": losses,
     }

@@ -1,5 +1,6 @@
-"""Orbax checkpoints: round trip, keep-last-K, exact resume, crash during save, damaged and
-incompatible checkpoints, NaN never saved, restore onto another number of devices."""
+"""Orbax checkpoints: round trip, keep-last-K, exact resume (one run and vmapped runs), no
+recompilation after a restore, crash during save, damaged and incompatible checkpoints,
+NaN never saved, restore onto another number of devices."""
 import os
 import pathlib
 import subprocess
@@ -31,10 +32,13 @@ def batch_at(step):
     return {"x": np.random.default_rng(step).standard_normal((B, D)).astype(np.float32)}
 
 
-def new_state():
-    rng = np.random.default_rng(0)
-    params = {"w": jnp.asarray(rng.standard_normal((D, D)), jnp.float32), "b": jnp.zeros((D,))}
-    return jt.create_train_state(params, TX, ema_decay=0.9)
+def new_params(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"w": jnp.asarray(rng.standard_normal((D, D)), jnp.float32), "b": jnp.zeros((D,))}
+
+
+def new_state(seed=0):
+    return jt.create_train_state(new_params(seed), TX, ema_decay=0.9)
 
 
 STEP = jt.make_train_step(loss_fn)
@@ -205,6 +209,7 @@ def test_restore_onto_a_different_number_of_devices(tmp_path):
     assert on2.params["w"].sharding == NamedSharding(mesh2, P("data"))
     assert [s.data.shape for s in on2.params["w"].addressable_shards] == [(4, 3), (4, 3)]
     assert on2.opt_state[0].mu["b"].sharding == NamedSharding(mesh2, P())
+    assert all(leaf.committed for leaf in jax.tree.leaves(on2))
     chex.assert_trees_all_equal(jax.device_get(jt.state_arrays(on2)), jax.device_get(jt.state_arrays(state)))
 
     # onto 1 device, by the `sharding` argument
@@ -213,3 +218,125 @@ def test_restore_onto_a_different_number_of_devices(tmp_path):
     assert all(leaf.sharding == one for leaf in jax.tree.leaves(on1))
     chex.assert_trees_all_equal(jax.device_get(jt.state_arrays(on1)), jax.device_get(jt.state_arrays(state)))
     ckpt.close()
+
+
+def test_restore_is_placed_like_the_template_and_reuses_the_compiled_step(tmp_path):
+    traces = []
+
+    @jax.jit
+    def counted(state, batch, key):
+        traces.append(None)  # runs once per trace
+        return jt.make_update_fn(loss_fn)(state, batch, key)
+
+    state = new_state()
+    for s in range(2):
+        state, _ = counted(state, batch_at(s), KEY)
+    assert not state.params["w"].committed  # jit of uncommitted inputs returns uncommitted arrays
+    assert (len(traces), counted._cache_size()) == (1, 1)
+    with jt.Checkpointer(tmp_path) as ckpt:
+        ckpt.save(state)
+        ckpt.wait()
+        restored, _, _ = ckpt.restore(new_state())
+        # ShapeDtypeStruct leaves without a sharding behave like uncommitted arrays
+        abstract, _, _ = ckpt.restore(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), new_state()))
+        # the negative control: an explicit device commits the arrays, and jit compiles anew
+        committed, _, _ = ckpt.restore(new_state(), sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+    for leaf in jax.tree.leaves((restored, abstract)):
+        assert not leaf.committed and leaf.sharding == state.params["w"].sharding
+    assert all(leaf.committed for leaf in jax.tree.leaves(committed))
+    chex.assert_trees_all_equal(jt.state_arrays(restored), jt.state_arrays(state))
+    chex.assert_trees_all_equal(jt.state_arrays(abstract), jt.state_arrays(state))
+
+    resumed, _ = counted(restored, batch_at(2), KEY)
+    resumed, _ = counted(abstract, batch_at(2), KEY)
+    assert (len(traces), counted._cache_size()) == (1, 1)  # no retrace, no recompile
+    counted(committed, batch_at(2), KEY)
+    assert counted._cache_size() == 2
+    want, _ = counted(state, batch_at(2), KEY)
+    chex.assert_trees_all_equal(jt.state_arrays(resumed), jt.state_arrays(want))
+
+
+R, K = 2, 2
+VSTEP = jt.make_vmapped_train_step(lambda _: loss_fn, fused=True)  # donates the states
+
+
+def new_runs():
+    """R runs with different initial parameters, as the jax.vmap of create_train_state."""
+    stacked = jt.stack_trees([new_params(seed) for seed in range(R)])
+    return jax.vmap(lambda p: jt.create_train_state(p, TX, ema_decay=0.9))(stacked)
+
+
+def test_vmapped_fused_fit_killed_halfway_resumes_exactly(tmp_path):
+    keys = jax.random.split(KEY, R)
+    runs = new_runs()
+    chex.assert_shape(runs.step, (R,))
+    uninterrupted, hist = jt.fit(VSTEP, runs, batch_at, keys, num_steps=4, steps_per_call=K, log_every=K,
+                                 log_fn=lambda *_: None)
+    assert [h[0] for h in hist] == [2, 4]
+    np.testing.assert_array_equal(uninterrupted.step, [4, 4])
+    with jt.Checkpointer(tmp_path) as ckpt:  # killed after step 2 (its checkpoint is written)
+        jt.fit(VSTEP, new_runs(), batch_at, keys, num_steps=2, steps_per_call=K, checkpointer=ckpt,
+               save_every=K, config=CONFIG)
+    seen = []
+
+    def recording(step):
+        seen.append(step)
+        return batch_at(step)
+
+    with jt.Checkpointer(tmp_path) as ckpt:  # the same command again
+        resumed, _ = jt.fit(VSTEP, new_runs(), recording, keys, num_steps=4, steps_per_call=K,
+                            checkpointer=ckpt, save_every=K, config=CONFIG)
+        assert ckpt.all_steps() == [2, 4]
+    assert seen == [2, 3]
+    chex.assert_trees_all_equal(jt.state_arrays(resumed), jt.state_arrays(uninterrupted))
+    assert VSTEP._cache_size() == 1  # the restored states reused the compiled step
+
+    # run r equals a separate (fused, un-vmapped) run from its own parameters and key
+    fused = jt.make_fused_train_step(loss_fn)
+    for r in range(R):
+        alone, _ = jt.fit(fused, new_state(seed=r), batch_at, keys[r], num_steps=4, steps_per_call=K)
+        for got, want in zip(jax.tree.leaves(jt.unstack_tree(resumed, r)), jax.tree.leaves(alone)):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)
+
+
+def test_vmapped_runs_at_different_steps_are_refused(tmp_path):
+    apart = new_runs().replace(step=jnp.array([2, 3], jnp.int32))
+    with pytest.raises(ValueError, match=r"different steps \[2, 3\]"):
+        jt.fit(VSTEP, apart, batch_at, jax.random.split(KEY, R), num_steps=4, steps_per_call=K)
+    with jt.Checkpointer(tmp_path) as ckpt:
+        with pytest.raises(ValueError, match="different steps"):
+            ckpt.save(apart)
+        assert ckpt.all_steps() == []
+    assert jt.current_step(new_runs().replace(step=jnp.array([3, 3], jnp.int32))) == 3
+    with pytest.raises(ValueError, match=r"shape \(R,\)"):
+        jt.current_step(new_runs().replace(step=jnp.zeros((2, 2), jnp.int32)))
+    with pytest.raises(ValueError, match="leading run axis"):
+        jt.make_vmapped_train_step(lambda _: loss_fn)(new_state(), batch_at(0), jax.random.split(KEY, R))
+
+
+def test_resumable_image_loader_patterns_of_fit_docstring(tmp_path):
+    """Both ways fit's docstring gives to feed jflow.data.ImageLoader resume exactly."""
+    from jflow.data import ArraySource, ImageLoader
+
+    source = ArraySource(np.random.default_rng(5).integers(0, 256, (20, 3, 1, 1)), value_range=(0, 255))
+
+    def flat(batch):  # (B, 3, 1, 1) images in [-1, 1] -> the (B, D) rows of loss_fn
+        return {"x": batch["x"].reshape(B, D)}
+
+    random_access = ImageLoader(source, B, seed=1, prefetch=0)
+    n = random_access.batches_per_epoch
+    assert n == 2  # so 6 steps cross epochs with different shuffles
+    uninterrupted, _ = jt.fit(STEP, new_state(), lambda step: flat(random_access.batch_at(step // n, step % n)),
+                              KEY, num_steps=6)
+
+    def prefetching_run(num_steps):
+        with jt.Checkpointer(tmp_path) as ckpt, ImageLoader(source, B, seed=1, prefetch=2) as loader:
+            start = ckpt.latest_step() or 0
+            loader.set_state({"epoch": start // n, "index": start % n})
+            state, _ = jt.fit(STEP, new_state(), lambda step: flat(next(loader)), KEY, num_steps=num_steps,
+                              checkpointer=ckpt, save_every=1)
+        return state
+
+    prefetching_run(3)  # killed after step 3
+    resumed = prefetching_run(6)
+    chex.assert_trees_all_equal(jt.state_arrays(resumed), jt.state_arrays(uninterrupted))

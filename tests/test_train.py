@@ -252,6 +252,21 @@ def test_skip_nonfinite_keeps_state_and_counts():
 
 
 # ----------------------------------------------------------------------------- fused / vmap
+def test_single_and_fused_factories_share_their_keywords():
+    import inspect
+
+    want = ["ema_decay", "ema_warmup", "donate", "skip_nonfinite", "compute_dtype", "num_microbatches"]
+    for factory, name in ((jt.make_train_step, "make_train_step"), (jt.make_fused_train_step, "make_fused_train_step")):
+        params = inspect.signature(factory).parameters
+        assert factory.__name__ == name and list(params) == ["loss_fn"] + want
+        assert all(params[k].kind is inspect.Parameter.KEYWORD_ONLY for k in want)
+        assert "Jitted ``step(state, " in factory.__doc__
+    with pytest.raises(ValueError, match="num_microbatches must be a positive integer"):
+        jt.make_fused_train_step(toy_loss, num_microbatches=0)
+    with pytest.raises(ValueError, match=r"ema_decay must lie in \[0, 1\)"):
+        jt.make_vmapped_train_step(lambda _: toy_loss, ema_decay=2.0)
+
+
 def test_fused_k_steps_equal_k_single_steps():
     k = 4
     single = run_single(fresh(), k)

@@ -9,7 +9,13 @@ A minimal run::
                          checkpointer=Checkpointer("ckpt"), save_every=100)
 
 Re-running the same command resumes from the latest checkpoint and ends with the same
-parameters as an uninterrupted run.
+parameters as an uninterrupted run, without recompiling the step. ``R`` runs (seeds or a
+hyper-parameter grid) train as one vmapped state with the same loop::
+
+    states = jax.vmap(lambda p: create_train_state(p, tx))(stacked_params)
+    step = make_vmapped_train_step(lambda _: loss_fn, fused=True)
+    states, _ = fit(step, states, batch_fn, jax.random.split(key, R), num_steps=1000,
+                    steps_per_call=10, checkpointer=Checkpointer("ckpt"), save_every=100)
 """
 from jflow.train.checkpoint import (
     CheckpointCorruptedError,
@@ -39,7 +45,7 @@ from jflow.train.parallel import (
     unreplicate,
     unstack_tree,
 )
-from jflow.train.state import TrainState, create_train_state, state_arrays
+from jflow.train.state import TrainState, create_train_state, current_step, state_arrays
 from jflow.train.steps import (
     NonFiniteError,
     check_finite,
@@ -53,6 +59,7 @@ from jflow.train.steps import (
 __all__ = [
     "TrainState",
     "create_train_state",
+    "current_step",
     "state_arrays",
     "make_optimizer",
     "make_lr_schedule",

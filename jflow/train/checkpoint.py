@@ -14,8 +14,20 @@ Restoring needs a *template* state (e.g. ``create_train_state(model.init(...), t
 or one made of ``jax.ShapeDtypeStruct`` leaves): it fixes the tree structure, shapes,
 dtypes and, through the leaves' shardings (or the ``sharding`` argument), where the
 restored arrays live, so a checkpoint written on 8 devices restores onto 1 or 2.
+Restored leaves are placed like the template's: a leaf with a sharding (a committed
+array, or a ``ShapeDtypeStruct`` with ``sharding=``) comes back committed to that
+sharding; an uncommitted array (what ``jnp`` and an un-sharded ``jit`` return), a numpy
+array or a ``ShapeDtypeStruct`` without sharding comes back as an uncommitted array on the
+default device (single process). ``jit`` keys its cache on placement, so a step compiled
+before the save is reused after the restore, without retracing (the template's static
+fields are part of the tree structure: give it the same optimizer object, as
+:func:`jflow.train.fit` does by restoring into the state it was given).
+A state of ``R`` vmapped runs (``step`` of shape ``(R,)``, all equal) is saved at that
+common step (:func:`jflow.train.current_step`).
 Multi-host: every process creates the :class:`Checkpointer` and calls ``save`` and
-``restore`` (orbax coordinates them; JSON items are written by process 0).
+``restore`` (orbax coordinates them; JSON items are written by process 0); there an
+uncommitted template leaf comes back replicated over all devices (a global array), so
+pass a template placed like the step's inputs (e.g. :func:`jflow.train.put_replicated`).
 """
 from __future__ import annotations
 
@@ -29,7 +41,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jflow.train.state import TrainState, state_arrays
+from jflow.train.state import TrainState, current_step, state_arrays
 from jflow.train.steps import NonFiniteError
 
 __all__ = [
@@ -77,6 +89,15 @@ def _default_sharding():
     if jax.process_count() == 1:
         return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return NamedSharding(Mesh(np.asarray(jax.devices()), ("all",)), P())
+
+
+def _uncommitted_if(x: jax.Array, flag: bool) -> jax.Array:
+    """``x`` as an uncommitted array on the default device (a host round trip) if ``flag``."""
+    if not flag:
+        return x
+    value = np.asarray(jax.device_get(x))
+    x.delete()
+    return jnp.asarray(value)
 
 
 @jax.jit
@@ -144,7 +165,7 @@ class Checkpointer:
 
     # -- save / restore ----------------------------------------------------------------
     def save(self, state: TrainState, *, data_state: Optional[dict] = None, config: Optional[dict] = None) -> bool:
-        """Save ``state`` at step ``int(state.step)`` with the data position and config.
+        """Save ``state`` at step :func:`~jflow.train.current_step` with the data position and config.
 
         Returns ``False`` (and writes nothing) if that step is already saved. Raises
         :class:`~jflow.train.NonFiniteError` if the parameters, optimizer state or EMA hold
@@ -152,7 +173,7 @@ class Checkpointer:
         """
         if not isinstance(state, TrainState):
             raise ValueError(f"state must be a TrainState; got {type(state).__name__}")
-        step = int(jax.device_get(state.step))
+        step = current_step(state)
         data_state = _json_roundtrip({} if data_state is None else data_state, "data_state")
         config = _json_roundtrip({} if config is None else config, "config")
         if step in self._manager.all_steps():
@@ -173,15 +194,29 @@ class Checkpointer:
             force=True,
         ))
 
-    def _abstract_target(self, template: TrainState, sharding) -> dict:
-        def one(x):
-            if sharding is not None:
-                s = sharding
-            else:
-                s = getattr(x, "sharding", None) or _default_sharding()
-            return jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x), sharding=s)
+    def _abstract_target(self, template: TrainState, sharding) -> Tuple[dict, list]:
+        """``(target, uncommit)``: orbax's restore target (shape, dtype, sharding per leaf)
+        and, per leaf in flattening order, whether to make the restored array uncommitted."""
 
-        return jax.tree.map(one, state_arrays(template))
+        def placement(x):
+            if sharding is not None:
+                return sharding, False
+            if isinstance(x, jax.Array):
+                if x.committed:
+                    return x.sharding, False
+            elif getattr(x, "sharding", None) is not None:  # ShapeDtypeStruct with a sharding
+                return x.sharding, False
+            # uncommitted: read onto the default placement; on a single process make the
+            # result uncommitted again (several processes need a global, committed array)
+            return _default_sharding(), jax.process_count() == 1
+
+        leaves, treedef = jax.tree.flatten(state_arrays(template))
+        places = [placement(x) for x in leaves]
+        target = treedef.unflatten([
+            jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x), sharding=s)
+            for x, (s, _) in zip(leaves, places)
+        ])
+        return target, [flag for _, flag in places]
 
     def _check_compatible(self, step: int, target: dict) -> None:
         path = self.step_path(step)
@@ -236,9 +271,12 @@ class Checkpointer:
         """Restore ``(state, data_state, config)`` from ``step`` (default: the latest).
 
         Args:
-          template: a :class:`TrainState` with the same structure (its arrays or
-            ``ShapeDtypeStruct`` leaves give shapes, dtypes and, by default, shardings);
-            its static fields (optimizer, EMA decay) are kept.
+          template: a :class:`TrainState` with the same structure. Its arrays or
+            ``ShapeDtypeStruct`` leaves give shapes, dtypes and, by default, placement:
+            a restored leaf is committed to the template leaf's sharding, or uncommitted
+            where the template leaf is (see the module docstring), so a jitted step
+            compiled for the template is reused. Its static fields (optimizer, EMA
+            decay) are kept.
           step: which step (``None``: the latest completed one).
           config: if given, must equal the saved config, else
             :class:`CheckpointIncompatibleError` (guards against resuming another run).
@@ -259,7 +297,7 @@ class Checkpointer:
             raise CheckpointError(
                 f"no completed checkpoint for step {step} in {self.directory}; available: {steps}"
             )
-        target = self._abstract_target(template, sharding)
+        target, uncommit = self._abstract_target(template, sharding)
         self._check_compatible(step, target)
         path = self.step_path(step)
         try:
@@ -279,6 +317,16 @@ class Checkpointer:
                 f"checkpoint {path} was written with a different config: saved {saved_config}, "
                 f"asked {config}. Resume with the same config, or use a new checkpoint directory."
             )
-        arrays = out["state"]
+        # orbax may give plain tuples for the template's named tuples (optax states):
+        # rebuild the template's tree structure, or jit would retrace for the new treedef
+        restored = jax.tree.leaves(out["state"])
+        if len(restored) != len(uncommit):
+            raise CheckpointIncompatibleError(
+                f"checkpoint {path} restored {len(restored)} arrays, the template state has "
+                f"{len(uncommit)}; restore it with the configuration that wrote it"
+            )
+        arrays = jax.tree.unflatten(
+            jax.tree.structure(target), [_uncommitted_if(x, f) for x, f in zip(restored, uncommit)]
+        )
         state = template.replace(**arrays)
         return state, (out["data"] if out["data"] is not None else {}), saved_config

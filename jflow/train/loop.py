@@ -1,5 +1,5 @@
-"""A small training loop: steps (fused or not), non-finite stop, logging on process 0,
-checkpoints every N steps, and resume with the same command."""
+"""A small training loop: steps (fused or not, one run or vmapped runs), non-finite stop,
+logging on process 0, checkpoints every N steps, and resume with the same command."""
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -9,7 +9,7 @@ import numpy as np
 
 from jflow.train.checkpoint import Checkpointer
 from jflow.train.distributed import is_main_process
-from jflow.train.state import TrainState
+from jflow.train.state import TrainState, current_step
 from jflow.train.steps import check_finite
 
 __all__ = ["fit"]
@@ -48,11 +48,36 @@ def fit(
     Args:
       step_fn: from :func:`make_train_step` (``steps_per_call=1``) or
         :func:`make_fused_train_step` / ``make_sharded_train_step(fused=True)``
-        (``steps_per_call=k``); called as ``step_fn(state, batch, key)``.
-      state: the initial state (also the restore template when resuming).
-      batch_fn: ``batch_fn(step) -> batch`` for update ``step`` (0-based); a
-        deterministic function of ``step`` makes the data position just the step, so a
-        resumed run sees exactly the batches the uninterrupted run would have.
+        (``steps_per_call=k``); called as ``step_fn(state, batch, key)``. For ``R``
+        runs trained together: :func:`make_vmapped_train_step` (``fused=True`` with
+        ``steps_per_call=k``), with ``state`` the vmapped state, ``key`` the ``(R, 2)``
+        keys, and per-run hyper-parameters bound first (``lambda s, b, k: step(s, b,
+        k, hparams)``; not needed for a seed-only grid).
+      state: the initial state (also the restore template when resuming: restored
+        arrays are placed like its leaves, so a step already compiled for ``state`` is
+        not recompiled). A vmapped state (``step`` of shape ``(R,)``) counts as one
+        run at its common step (:func:`current_step`; ``ValueError`` if the entries
+        differ).
+      batch_fn: ``batch_fn(step) -> batch`` for update ``step`` (0-based), called once
+        per update, in order, from the step the run starts (or resumes) at. It must
+        return the batch of that step whatever happened before: checkpoints save the
+        data position as the step alone, so a resumed run then sees exactly the batches
+        of the uninterrupted run. A stateful loader is indexed by the step, not just
+        iterated. :class:`jflow.data.ImageLoader` is resumable by position; either read
+        it by random access, as ``experiments/images.py`` does (``prefetch=0``)::
+
+            n = loader.batches_per_epoch
+            batch_fn = lambda step: loader.batch_at(step // n, step % n)
+
+        or, to keep its prefetch thread, move it to the step ``fit`` will resume from
+        and let ``batch_fn`` take the next batch::
+
+            start = checkpointer.latest_step() or 0   # the step fit resumes from
+            loader.set_state({"epoch": start // n, "index": start % n})
+            batch_fn = lambda step: next(loader)
+
+        (correct only if nothing else reads ``loader`` and ``fit`` starts at ``start``,
+        i.e. ``state`` is at step 0 or the checkpoint's step).
       key: the run's key (the step folds in ``state.step``).
       num_steps: total number of updates of the run (not of this call).
       steps_per_call: ``k`` for a fused step; ``num_steps``, ``save_every`` and
@@ -61,7 +86,8 @@ def fit(
         ``{"step": n}`` and ``config``); if it already holds a checkpoint, the run resumes
         from the latest one (its config must equal ``config``).
       log_every: call ``log_fn(step, metrics)`` (default: ``print``) every this many steps,
-        on process 0 only, with metrics averaged over the fused steps.
+        on process 0 only, with metrics averaged over the fused steps (and the runs of a
+        vmapped step).
       prepare_batch: applied to each (stacked) batch before the step, e.g.
         ``lambda b: shard_batch(b, mesh)`` for a sharded step.
 
@@ -85,11 +111,10 @@ def fit(
         )
     prepare = prepare_batch or (lambda b: b)
 
+    step = current_step(state)
     if checkpointer is not None and checkpointer.latest_step() is not None:
         state, data_state, _ = checkpointer.restore(state, config=config)
-        step = int(data_state.get("step", int(jax.device_get(state.step))))
-    else:
-        step = int(jax.device_get(state.step))
+        step = int(data_state.get("step", current_step(state)))
     if step > num_steps:
         raise ValueError(f"the run is already at step {step} > num_steps={num_steps}")
     if step % k:

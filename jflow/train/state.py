@@ -3,7 +3,9 @@
 ``TrainState`` holds everything a run needs to continue exactly where it stopped:
 
 - ``step``: int32 scalar, the number of updates attempted so far (also the index that
-  ``jax.random.fold_in(key, step)`` uses, so randomness is a function of the step);
+  ``jax.random.fold_in(key, step)`` uses, so randomness is a function of the step); a
+  state of ``R`` independent runs (``jax.vmap`` of :func:`create_train_state`) has shape
+  ``(R,)``, all entries equal when the runs advance together (:func:`current_step`);
 - ``params``: the model parameters (float32 by default, also under mixed precision);
 - ``opt_state``: the optax optimizer state;
 - ``ema_params``: an exponential moving average of ``params`` (``None`` without EMA);
@@ -21,9 +23,10 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-__all__ = ["TrainState", "create_train_state", "state_arrays"]
+__all__ = ["TrainState", "create_train_state", "current_step", "state_arrays"]
 
 PyTree = Any
 
@@ -121,3 +124,32 @@ def state_arrays(state: TrainState) -> dict:
         "ema_params": state.ema_params,
         "nonfinite_count": state.nonfinite_count,
     }
+
+
+def current_step(state: TrainState) -> int:
+    """``state.step`` on the host, as a Python ``int``.
+
+    A state of ``R`` vmapped runs (``step`` of shape ``(R,)``, e.g. from
+    :func:`jflow.train.make_vmapped_train_step`) counts as one run at that step: all
+    entries must be equal. This is the step :func:`jflow.train.fit` and
+    :class:`jflow.train.Checkpointer` use.
+
+    Raises:
+      ValueError: ``step`` has more than one axis, or its entries differ.
+    """
+    if not isinstance(state, TrainState):
+        raise ValueError(f"state must be a TrainState; got {type(state).__name__}")
+    step = np.asarray(jax.device_get(state.step))
+    if step.ndim == 0:
+        return int(step)
+    if step.ndim > 1 or step.size == 0:
+        raise ValueError(
+            f"state.step must be a scalar, or have shape (R,) for R vmapped runs; got shape {step.shape}"
+        )
+    if not np.all(step == step[0]):
+        raise ValueError(
+            f"the vmapped runs are at different steps {step.tolist()}; fit and Checkpointer need runs "
+            "that advance together: step all of them with one make_vmapped_train_step, or train "
+            "them as separate runs"
+        )
+    return int(step[0])

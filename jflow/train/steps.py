@@ -110,6 +110,15 @@ def _split_microbatches(batch: PyTree, n: int) -> PyTree:
     return jax.tree.map(one, batch)
 
 
+def _check_options(ema_decay, num_microbatches) -> int:
+    """Validate the options shared by every step factory; return ``num_microbatches`` as int."""
+    if int(num_microbatches) != num_microbatches or num_microbatches < 1:
+        raise ValueError(f"num_microbatches must be a positive integer; got {num_microbatches}")
+    if ema_decay is not None and not 0.0 <= float(ema_decay) < 1.0:
+        raise ValueError(f"ema_decay must lie in [0, 1) (or be None: use the state's); got {ema_decay}")
+    return int(num_microbatches)
+
+
 def make_update_fn(
     loss_fn: LossFn,
     *,
@@ -138,11 +147,7 @@ def make_update_fn(
         named axis with ``lax.pmean`` (device ``d`` gets key ``fold_in(step_key, d)``
         when the axis has more than one member).
     """
-    if int(num_microbatches) != num_microbatches or num_microbatches < 1:
-        raise ValueError(f"num_microbatches must be a positive integer; got {num_microbatches}")
-    num_microbatches = int(num_microbatches)
-    if ema_decay is not None and not 0.0 <= float(ema_decay) < 1.0:
-        raise ValueError(f"ema_decay must lie in [0, 1) (or be None: use the state's); got {ema_decay}")
+    num_microbatches = _check_options(ema_decay, num_microbatches)
     grads_and_metrics = _value_and_grad(loss_fn, compute_dtype)
 
     def accumulated(params, batch, key):
@@ -205,29 +210,6 @@ def make_update_fn(
     return update
 
 
-def make_train_step(
-    loss_fn: LossFn,
-    *,
-    ema_decay: Optional[float] = None,
-    ema_warmup: bool = True,
-    donate: bool = True,
-    skip_nonfinite: bool = False,
-    compute_dtype=None,
-    num_microbatches: int = 1,
-):
-    """Jitted ``step(state, batch, key) -> (state, metrics)`` with the state donated.
-
-    One optimizer update on ``batch`` with randomness ``fold_in(key, state.step)``.
-    Arguments as in :func:`make_update_fn`. ``donate=True`` lets XLA reuse the state's
-    buffers: do not use the ``state`` you passed in after the call.
-    """
-    update = make_update_fn(
-        loss_fn, ema_decay=ema_decay, ema_warmup=ema_warmup, skip_nonfinite=skip_nonfinite,
-        compute_dtype=compute_dtype, num_microbatches=num_microbatches,
-    )
-    return jax.jit(update, donate_argnums=(0,) if donate else ())
-
-
 def fuse(update: Callable) -> Callable:
     """``k`` updates in one call: ``(state, batches, key)`` with every batch leaf of shape
     ``(k, B, ...)``; ``lax.scan`` over the leading axis; metrics are stacked to ``(k,)``.
@@ -242,28 +224,51 @@ def fuse(update: Callable) -> Callable:
     return fused
 
 
-def make_fused_train_step(
-    loss_fn: LossFn,
-    *,
-    ema_decay: Optional[float] = None,
-    ema_warmup: bool = True,
-    donate: bool = True,
-    skip_nonfinite: bool = False,
-    compute_dtype=None,
-    num_microbatches: int = 1,
-):
-    """Jitted ``step(state, batches, key) -> (state, metrics)`` doing ``k`` updates per call.
+def _jit_step(fn: Callable, donate: bool) -> Callable:
+    return jax.jit(fn, donate_argnums=(0,) if donate else ())
+
+
+def _step_factory(name: str, fused: bool, doc: str) -> Callable:
+    """The factories :func:`make_train_step` and :func:`make_fused_train_step`: one
+    signature and one body, ``fused`` picks one update or ``k`` updates per call."""
+
+    def factory(
+        loss_fn: LossFn,
+        *,
+        ema_decay: Optional[float] = None,
+        ema_warmup: bool = True,
+        donate: bool = True,
+        skip_nonfinite: bool = False,
+        compute_dtype=None,
+        num_microbatches: int = 1,
+    ):
+        update = make_update_fn(
+            loss_fn, ema_decay=ema_decay, ema_warmup=ema_warmup, skip_nonfinite=skip_nonfinite,
+            compute_dtype=compute_dtype, num_microbatches=num_microbatches,
+        )
+        return _jit_step(fuse(update) if fused else update, donate)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = doc
+    return factory
+
+
+make_train_step = _step_factory("make_train_step", False, """\
+Jitted ``step(state, batch, key) -> (state, metrics)`` with the state donated.
+
+    One optimizer update on ``batch`` with randomness ``fold_in(key, state.step)``.
+    Arguments as in :func:`make_update_fn`. ``donate=True`` lets XLA reuse the state's
+    buffers: do not use the ``state`` you passed in after the call.
+    """)
+
+make_fused_train_step = _step_factory("make_fused_train_step", True, """\
+Jitted ``step(state, batches, key) -> (state, metrics)`` doing ``k`` updates per call.
 
     ``batches`` is the stack of ``k`` batches (leaves ``(k, B, ...)``, ``k`` read from the
     shape); metrics come back stacked, shape ``(k,)``. Equals ``k`` calls of
     :func:`make_train_step` (same arguments, same ``key``); use it for small models where
-    per-call dispatch dominates.
-    """
-    update = make_update_fn(
-        loss_fn, ema_decay=ema_decay, ema_warmup=ema_warmup, skip_nonfinite=skip_nonfinite,
-        compute_dtype=compute_dtype, num_microbatches=num_microbatches,
-    )
-    return jax.jit(fuse(update), donate_argnums=(0,) if donate else ())
+    per-call dispatch dominates. Arguments as in :func:`make_train_step`.
+    """)
 
 
 def make_vmapped_train_step(
@@ -272,39 +277,77 @@ def make_vmapped_train_step(
     batch_axis: Optional[int] = None,
     key_axis: Optional[int] = 0,
     hparams_axis: Optional[int] = 0,
+    fused: bool = False,
     ema_decay: Optional[float] = None,
     ema_warmup: bool = True,
     donate: bool = True,
     skip_nonfinite: bool = False,
     compute_dtype=None,
+    num_microbatches: int = 1,
 ):
     """Train ``R`` independent runs in one compiled step (``jax.vmap`` over runs).
 
-    Returns jitted ``step(states, batch, keys, hparams) -> (states, metrics)`` where
+    Returns jitted ``step(states, batch, keys, hparams=None) -> (states, metrics)`` where
     ``states`` is a :class:`TrainState` whose leaves carry a leading run axis ``R`` (build
-    it with ``jax.vmap(lambda p: create_train_state(p, tx))(stacked_params)``),
-    ``keys`` has shape ``(R, ...)`` (or is shared if ``key_axis=None``), ``batch`` is
-    shared by all runs (``batch_axis=None``) or has a leading run axis
-    (``batch_axis=0``), and ``hparams`` is a pytree of per-run arrays (leading axis
-    ``R``; or shared with ``hparams_axis=None``; ``None`` for a seed-only grid).
+    it with ``jax.vmap(lambda p: create_train_state(p, tx))(stacked_params)``; its
+    ``step`` has shape ``(R,)``), ``keys`` has shape ``(R, ...)`` (or is shared if
+    ``key_axis=None``), ``batch`` is shared by all runs (``batch_axis=None``) or has a
+    run axis at ``batch_axis``, and ``hparams`` is a pytree of per-run arrays (leading
+    axis ``R``; or shared with ``hparams_axis=None``; ``None`` for a seed-only grid).
+    Metrics have shape ``(R,)``.
+
+    ``fused=True``: ``k`` updates of every run per call, like
+    :func:`make_fused_train_step`: ``step(states, batches, keys, hparams=None)`` where
+    ``batches`` stacks ``k`` of the batches above on a new leading axis (leaves
+    ``(k, ...)``; ``lax.scan`` over it, ``vmap`` over runs inside); metrics have shape
+    ``(k, R)``. Equals ``k`` calls of the unfused step with the same ``keys``.
 
     ``loss_factory(hparams) -> loss_fn`` builds run ``r``'s loss from its
     hyper-parameters, e.g. ``lambda s: make_loss(model.apply, s)`` with ``hparams`` a
     scheduler whose numeric fields are stacked arrays (schedulers are pytrees). For a
-    grid over seeds only, use ``lambda _: loss_fn`` and ``hparams=None``.
+    grid over seeds only, use ``lambda _: loss_fn`` and leave ``hparams`` out.
     Run ``r`` equals a separate :func:`make_train_step` run on ``states[r]``, ``keys[r]``
-    and ``loss_factory(hparams[r])``.
+    and ``loss_factory(hparams[r])``; other arguments as in :func:`make_update_fn`.
+
+    All runs advance together, so :func:`jflow.train.fit` and
+    :class:`jflow.train.Checkpointer` take the vmapped state as one run (its step is
+    :func:`jflow.train.current_step`): ``fit(step, states, batch_fn, keys, ...)``.
     """
+    _check_options(ema_decay, num_microbatches)
     options = dict(
         ema_decay=ema_decay, ema_warmup=ema_warmup, skip_nonfinite=skip_nonfinite,
-        compute_dtype=compute_dtype,
+        compute_dtype=compute_dtype, num_microbatches=num_microbatches,
     )
 
     def one_run(state, batch, key, hparams):
         return make_update_fn(loss_factory(hparams), **options)(state, batch, key)
 
-    step = jax.vmap(one_run, in_axes=(0, batch_axis, key_axis, hparams_axis))
-    return jax.jit(step, donate_argnums=(0,) if donate else ())
+    vmapped = jax.vmap(one_run, in_axes=(0, batch_axis, key_axis, hparams_axis))
+
+    def runs_step(states, batch, keys, hparams):
+        if not isinstance(states, TrainState):
+            raise ValueError(
+                f"states must be a jflow.train.TrainState (create_train_state); got {type(states).__name__}"
+            )
+        if jnp.ndim(states.step) != 1:
+            raise ValueError(
+                "states must carry a leading run axis (state.step of shape (R,)); got step of shape "
+                f"{jnp.shape(states.step)}. Build it with jax.vmap(lambda p: create_train_state(p, tx))"
+                "(stacked_params) or jflow.train.stack_trees([state_0, state_1, ...])"
+            )
+        return vmapped(states, batch, keys, hparams)
+
+    if fused:
+
+        def step(states, batches, keys, hparams=None):
+            return fuse(lambda s, b, k: runs_step(s, b, k, hparams))(states, batches, keys)
+
+    else:
+
+        def step(states, batch, keys, hparams=None):
+            return runs_step(states, batch, keys, hparams)
+
+    return _jit_step(step, donate)
 
 
 def check_finite(metrics: Metrics, first_step: int, *, steps_per_call: int = 1) -> None:
