@@ -72,17 +72,29 @@ def _parse_args(argv=None):
     p.add_argument("--sample-points", type=int, nargs="+", default=None,
                    help="numbers of points of the sampling part (default 1000 100000, quick 1000 10000)")
     p.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS before JAX starts")
+    p.add_argument("--malloc", choices=["system", "retain"], default="system",
+                   help="'retain': rerun this process with glibc told to keep freed memory "
+                        f"({' '.join(f'{k}={v}' for k, v in RETAIN_MALLOC.items())}), so that XLA's "
+                        "per-call temporary buffers are not page-faulted in again on every call; "
+                        "jflow and the peers run under the same setting")
     return p.parse_args(argv)
+
+
+# glibc serves blocks above 32 MB (and every block of a thread's arena that does not fit its
+# 64 MB heap) with a fresh mmap and unmaps them on free; these settings keep such memory in
+# one heap instead. Read by glibc at process start only, hence the re-exec.
+RETAIN_MALLOC = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
 
 
 if __name__ == "__main__":
     _ARGS = _parse_args()
+    if _ARGS.malloc == "retain" and any(os.environ.get(k) != v for k, v in RETAIN_MALLOC.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **RETAIN_MALLOC})
     if _ARGS.xla_flags:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _ARGS.xla_flags).strip()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -97,6 +109,7 @@ from flow_matching.utils import ModelWrapper  # noqa: E402
 from torchcfm.conditional_flow_matching import ConditionalFlowMatcher  # noqa: E402
 
 import jflow.train as jt  # noqa: E402
+from lab_mlp import LabMLP  # noqa: E402
 from jflow.integrators import odeint, uniform_grid  # noqa: E402
 from jflow.losses import make_loss  # noqa: E402
 from jflow.models import MLP, UNet, count_params, get_config  # noqa: E402
@@ -109,21 +122,6 @@ DIM = 2
 # ======================================================================================
 # Models: flax and torch twins
 # ======================================================================================
-
-
-class LabMLP(nn.Module):
-    """The labs' MLP field: ``[x, t] -> (Dense(width) -> SiLU) x depth -> Dense(d)``."""
-
-    width: int
-    depth: int = 4
-
-    @nn.compact
-    def __call__(self, x, t, y=None):
-        t = jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:1])
-        h = jnp.concatenate([x, t[:, None]], axis=-1)
-        for i in range(self.depth):
-            h = nn.silu(nn.Dense(self.width, name=f"hidden_{i}")(h))
-        return nn.Dense(x.shape[-1], name="out")(h)
 
 
 class TorchLabMLP(torch.nn.Module):
@@ -413,6 +411,19 @@ def _quartiles(xs):
     return float(q[0]), float(q[1]), float(q[2])
 
 
+def minor_faults(fn) -> float:
+    """Minor page faults of this process while ``fn()`` runs: first touches of freshly mapped
+    memory, e.g. XLA's temporary buffers when the allocator maps them anew for every call."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        fn()
+        return float("nan")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    fn()
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+
+
 def load_now():
     try:
         return os.getloadavg()
@@ -604,6 +615,7 @@ def train_case(cfg, family, opts, notes):
 
     for f in (jflow_single, fm_loop, cfm_loop):
         f(3)  # warm-up
+    faults = minor_faults(lambda: jflow_single(4)) / 4
     half = opts.seconds / 2  # calibrate on half a repeat, then time two such halves
     n_single = 2 * _calibrate(jflow_single, half)
     n_fused = 2 * _calibrate(jflow_fused, half)
@@ -619,7 +631,8 @@ def train_case(cfg, family, opts, notes):
     notes.append(
         f"{label}: {n_params:,} parameters (torch twin {n_torch:,}); twins agree to {err:.1e}; "
         f"XLA FLOPs/step {flops / 1e6:.2f} M; jflow step: trace+lower {t_lower:.2f} s, compile "
-        f"{t_compile:.2f} s; fused k={k} step: first call (trace+compile+run) {first_fused:.2f} s"
+        f"{t_compile:.2f} s; fused k={k} step: first call (trace+compile+run) {first_fused:.2f} s; "
+        f"jflow step: {faults:,.0f} minor page faults per call ({faults * 4096 / 2**20:,.1f} MiB first touched)"
     )
     return dict(label=label, runners=runners, flops=flops)
 
@@ -902,8 +915,8 @@ def main(args):
         sample_sizes, unet_batch = [1000, 10_000], 8
     else:
         train_cfgs = [dict(width=64, batch=256, fused=32), dict(width=64, batch=1000, fused=32),
-                      dict(width=512, batch=4096, fused=2)]
-        film_cfgs = [dict(width=64, batch=1000, fused=32), dict(width=512, batch=1024, fused=2)]
+                      dict(width=512, batch=4096, fused=8)]
+        film_cfgs = [dict(width=64, batch=1000, fused=32), dict(width=512, batch=1024, fused=8)]
         sample_sizes, unet_batch = [1000, 100_000], 16
     sample_sizes = opts.sample_points or sample_sizes
     for part in opts.parts:
@@ -942,7 +955,9 @@ def main(args):
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{platform.platform()}; jax {jax.__version__}, torch {torch.__version__} with "
         f"torch.set_num_threads({threads}) (probe: {probe_text}); "
-        f"XLA_FLAGS='{os.environ.get('XLA_FLAGS', '')}'  ",
+        f"XLA_FLAGS='{os.environ.get('XLA_FLAGS', '')}'; malloc: {opts.malloc}"
+        + (f" ({' '.join(f'{k}={v}' for k, v in RETAIN_MALLOC.items())})" if opts.malloc == "retain" else "")
+        + "  ",
         f"Load average (1/5/15 min): start {load_start[0]:.1f}/{load_start[1]:.1f}/{load_start[2]:.1f}, "
         f"end {load_end[0]:.1f}/{load_end[1]:.1f}/{load_end[2]:.1f}; run took {time.time() - started:.0f} s  ",
         f"Float32 matmul peak measured here (2048^3): jnp.dot {peak_j / 1e9:.1f} GFLOP/s, torch.mm "
