@@ -5,6 +5,7 @@ Usage (from the repository root)::
     python benchmarks/profile_step.py train --width 512 --batch 4096
     python benchmarks/profile_step.py train --width 64 --batch 1000 --fused 32
     python benchmarks/profile_step.py sample --width 64 --points 100000 --method euler
+    python benchmarks/profile_step.py train --compare '[{}, {"xla_cpu_use_onednn": true}]'
 
 ``train`` profiles one flow matching update of the labs' MLP (``benchmarks/lab_mlp.py``;
 ``jflow.losses.make_loss`` + ``jflow.train.make_train_step``, Adam, float32), or ``--fused k``
@@ -23,6 +24,11 @@ at once and runs while the next operations run, so its own event is short and it
 shows up inside the events it overlaps with; YNNPACK fusions (``ynn_fusion``) and XLA's
 own loop fusions run in their event. The profile is a diagnosis, not a benchmark: tracing
 adds overhead (compare its "call" time with the benchmarks' rates).
+
+``--compare`` skips the profile: it compiles the same program once per set of XLA debug
+options (``jit(...).lower(...).compile(compiler_options=...)``, so no restart is needed)
+and times the variants interleaved in one process, which keeps the comparison fair when
+the machine's load drifts.
 """
 from __future__ import annotations
 
@@ -51,6 +57,10 @@ def _parse_args(argv=None):
     p.add_argument("--method", default="euler", help="sample: odeint method")
     p.add_argument("--calls", type=int, default=5, help="calls recorded by the profiler")
     p.add_argument("--top", type=int, default=20, help="operations listed")
+    p.add_argument("--compare", default=None,
+                   help="instead of profiling, time the program compiled with each set of XLA options in this "
+                        "JSON list (interleaved), e.g. '[{}, {\"xla_cpu_experimental_ynn_fusion_type\": \"\"}]'")
+    p.add_argument("--repeats", type=int, default=9, help="--compare: interleaved repeats")
     return p.parse_args(argv)
 
 
@@ -113,6 +123,8 @@ def dot_flops(hlo_text: str) -> dict:
 
 
 def build(args):
+    """``(jitted, call_args, advance, per_call, label)``: ``jitted(*call_args)`` is one call and
+    ``advance(out, call_args)`` the arguments of the next (a train step's state is donated)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -130,10 +142,9 @@ def build(args):
         ts = uniform_grid(100, dtype=jnp.float32)
         fn = jax.jit(lambda p, x: odeint(lambda x, t, p: model.apply(p, x, t), x, ts, method=args.method, args=(p,)))
         label = f"odeint {args.method}, 100 steps, lab MLP {args.depth}x{args.width}, {args.points:,} points"
-        return fn, (params, x0), 1, label
+        return fn, (params, x0), lambda out, a: a, 1, label
 
     loss = make_loss(model.apply, LinearScheduler(), time_bins=0)
-    key = jax.random.PRNGKey(2)
     state = jt.create_train_state(params, optax.adam(1e-3))
     k = args.fused
     if k > 1:
@@ -142,15 +153,47 @@ def build(args):
     else:
         step = jt.make_train_step(loss)
         batch = {"x": jax.random.normal(jax.random.PRNGKey(1), (args.batch, 2))}
-    box = {"state": state}
-
-    def call(_state, _batch):  # the state is donated: carry it from call to call
-        box["state"], _ = step(box["state"], _batch, key)
-        return box["state"]
-
-    call.lower = lambda s, b: step.lower(s, b, key)
     label = f"train step, lab MLP {args.depth}x{args.width}, batch {args.batch}" + (f", fused k={k}" if k > 1 else "")
-    return call, (state, batch), k, label
+    return step, (state, batch, jax.random.PRNGKey(2)), lambda out, a: (out[0],) + a[1:], k, label
+
+
+def compare(args, jitted, call_args, advance, label):
+    """Time the program compiled with each set of XLA options of ``--compare``, interleaved."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    variants = json.loads(args.compare)
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise SystemExit('--compare takes a JSON list of dicts of XLA options, e.g. \'[{}, {"xla_cpu_use_onednn": true}]\'')
+    compiled = [jitted.lower(*call_args).compile(compiler_options=v or None) for v in variants]
+    boxes = [jax.tree.map(jnp.copy, call_args) for _ in variants]  # donated: one copy each
+
+    def run(i, n):
+        a = boxes[i]
+        t0 = time.perf_counter()
+        for _ in range(n):
+            out = compiled[i](*a)
+            a = advance(out, a)
+        jax.block_until_ready(out)
+        boxes[i] = a
+        return (time.perf_counter() - t0) / n
+
+    first = run(0, 1)
+    for i in range(1, len(variants)):
+        run(i, 1)
+    n = max(1, int(round(0.5 / first)))
+    times = [[] for _ in variants]
+    for r in range(args.repeats):
+        for i in (range(len(variants)) if r % 2 == 0 else reversed(range(len(variants)))):
+            times[i].append(run(i, n))
+    base = np.asarray(times[0])
+    print(f"{label}: {args.repeats} interleaved repeats of {n} call(s); load {os.getloadavg()}")
+    print("| XLA options | ms per call (median) | speed-up vs the first (median of per-repeat ratios) |")
+    print("|---|---:|---:|")
+    for v, t in zip(variants, times):
+        t = np.asarray(t)
+        print(f"| `{json.dumps(v)}` | {np.median(t) * 1e3:.1f} | {np.median(base / t):.3f}x |")
 
 
 def main(argv=None):
@@ -163,15 +206,23 @@ def main(argv=None):
     import jax.numpy as jnp
     import numpy as np
 
-    fn, fargs, per_call, label = build(args)
-    hlo = fn.lower(*fargs).compile().as_text()
-    flops = dot_flops(hlo)
+    jitted, call_args, advance, per_call, label = build(args)
+    if args.compare:
+        return compare(args, jitted, call_args, advance, label)
+    flops = dot_flops(jitted.lower(*call_args).compile().as_text())
+    box = {"args": call_args}
+
+    def fn():
+        out = jitted(*box["args"])
+        box["args"] = advance(out, box["args"])
+        return out
+
     for _ in range(2):
-        jax.block_until_ready(fn(*fargs))
+        jax.block_until_ready(fn())
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
-        jax.block_until_ready(fn(*fargs))
+        jax.block_until_ready(fn())
         times.append(time.perf_counter() - t0)
 
     n = 2048
@@ -188,7 +239,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as d:
         with jax.profiler.trace(d, create_perfetto_trace=True):
             for _ in range(args.calls):
-                jax.block_until_ready(fn(*fargs))
+                jax.block_until_ready(fn())
         files = glob.glob(os.path.join(d, "**", "*.trace.json.gz"), recursive=True)
         if not files:
             raise SystemExit("the profiler wrote no perfetto trace; is this jax build's profiler available?")
