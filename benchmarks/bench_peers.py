@@ -67,8 +67,8 @@ def _parse_args(argv=None):
     p.add_argument("--seconds", type=float, default=None,
                    help="target duration of one timed repeat of one runner (default 0.6, quick 0.3)")
     p.add_argument("--threads", type=int, nargs="+", default=None,
-                   help="torch intra-op thread counts to probe; the fastest is used for every peer "
-                        "(default: 1 and the number of CPU cores)")
+                   help="torch intra-op thread counts to try; each peer runner uses the fastest on its own "
+                        "work (default: 1 and the number of CPU cores)")
     p.add_argument("--sample-points", type=int, nargs="+", default=None,
                    help="numbers of points of the sampling part (default 1000 100000, quick 1000 10000)")
     p.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS before JAX starts")
@@ -386,6 +386,7 @@ class Runner:
     def __init__(self, name, lib, fn, units, unit):
         self.name, self.lib, self.fn, self.units, self.unit = name, lib, fn, units, unit
         self.rates = []
+        self.threads = None  # torch intra-op threads of a peer runner (choose_threads)
 
 
 def _calibrate(fn, seconds):
@@ -401,6 +402,8 @@ def measure(runners, repeats):
     for r in range(repeats):
         order = runners if r % 2 == 0 else runners[::-1]
         for run in order:
+            if run.threads is not None:
+                torch.set_num_threads(run.threads)
             t0 = time.perf_counter()
             run.fn()
             run.rates.append(run.units / (time.perf_counter() - t0))
@@ -467,30 +470,27 @@ def xla_flops(jitted, *args):
     return float(cost.get("flops", float("nan"))), t1 - t0, t2 - t1
 
 
-def probe_torch_threads(candidates, repeats=5):
-    """Choose torch's intra-op thread count: the fastest (geometric mean) on a small and a wide
-    training step. On a loaded machine OpenMP's spinning barriers can make more threads far slower."""
-    rows = {}
-    for threads in candidates:
-        torch.set_num_threads(threads)
-        speeds = []
-        for width, batch, n in ((64, 256, 40), (512, 1024, 2)):
-            model = TorchLabMLP(width)
-            opt = torch.optim.Adam(model.parameters(), lr=LR)
-            path = AffineProbPath(scheduler=CondOTScheduler())
-            x1 = torch.randn(batch, DIM)
-            _torch_fm_step(model, opt, path, x1)
-            rates = []
-            for _ in range(repeats):
+def choose_threads(runners, candidates) -> str:
+    """Give every peer runner the fastest of ``candidates`` torch intra-op thread counts on
+    its own work (one timed call each, best of two). On a loaded machine OpenMP's spinning
+    barriers can make more threads far slower; on a quiet one they help large matrices only."""
+    parts = []
+    for run in runners:
+        if run.lib == "jflow":
+            continue
+        rates = {}
+        for threads in candidates:
+            torch.set_num_threads(threads)
+            best = 0.0
+            for _ in range(2):
                 t0 = time.perf_counter()
-                for _ in range(n):
-                    _torch_fm_step(model, opt, path, x1)
-                rates.append(n / (time.perf_counter() - t0))
-            speeds.append(float(np.median(rates)))
-        rows[threads] = speeds
-    best = max(rows, key=lambda k: float(np.prod(rows[k])))
-    torch.set_num_threads(best)
-    return best, rows
+                run.fn()
+                best = max(best, run.units / (time.perf_counter() - t0))
+            rates[threads] = best
+        run.threads = max(rates, key=rates.get)
+        parts.append(f"{run.name} {run.threads} (" + ", ".join(
+            f"{k}: {_fmt(v)} {run.unit}" for k, v in rates.items()) + ")")
+    return "torch threads: " + "; ".join(parts)
 
 
 # ======================================================================================
@@ -897,12 +897,7 @@ def main(args):
     print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), {os.cpu_count()} cores, load {load_start}", flush=True)
 
-    threads, probe = probe_torch_threads(candidates)
-    probe_text = "; ".join(
-        f"{k} thread{'s' if k > 1 else ''}: 4x64/256 {v[0]:.0f} steps/s, 4x512/1024 {v[1]:.2f} steps/s"
-        for k, v in probe.items()
-    )
-    print(f"torch thread probe: {probe_text}; using {threads}", flush=True)
+    torch.set_num_threads(max(candidates))  # while the runners are built and calibrated
     peak_j, peak_j_med, peak_t, peak_t_med = matmul_peak(opts.repeats)
     print(f"float32 matmul 2048^3: jnp.dot best {peak_j / 1e9:.1f} GFLOP/s (median {peak_j_med / 1e9:.1f}), "
           f"torch.mm best {peak_t / 1e9:.1f} (median {peak_t_med / 1e9:.1f})", flush=True)
@@ -919,27 +914,25 @@ def main(args):
         film_cfgs = [dict(width=64, batch=1000, fused=32), dict(width=512, batch=1024, fused=8)]
         sample_sizes, unet_batch = [1000, 100_000], 16
     sample_sizes = opts.sample_points or sample_sizes
+    def run_case(case, note_index, repeats):
+        notes[note_index] += "; " + choose_threads(case["runners"], candidates)
+        print(notes[note_index], flush=True)
+        measure(case["runners"], repeats)
+        cases.append(case)
+        print(table([case], peak)[0], flush=True)
+
     for part in opts.parts:
         if part in ("train", "film"):
             for cfg in train_cfgs if part == "train" else film_cfgs:
                 case = train_case(cfg, "lab" if part == "train" else "film", opts, notes)
-                print(notes[-1], flush=True)
-                measure(case["runners"], opts.repeats)
-                cases.append(case)
-                print(table([case], peak)[0], flush=True)
+                run_case(case, len(notes) - 1, opts.repeats)
         elif part == "sample":
             for n in sample_sizes:
                 for case in sample_case(n, 64, ["euler", "midpoint"], opts, notes):
-                    print(case["note"], flush=True)
-                    measure(case["runners"], opts.repeats if n <= 10_000 else max(3, opts.repeats // 2))
-                    cases.append(case)
-                    print(table([case], peak)[0], flush=True)
+                    run_case(case, notes.index(case["note"]), opts.repeats if n <= 10_000 else max(3, opts.repeats // 2))
         elif part == "unet":
             case = unet_case(unet_batch, opts, notes)
-            print(notes[-1], flush=True)
-            measure(case["runners"], opts.repeats)
-            cases.append(case)
-            print(table([case], peak)[0], flush=True)
+            run_case(case, len(notes) - 1, opts.repeats)
 
     # the load of a shared machine drifts: measure the peak again and use the higher one
     end_j, _, end_t, _ = matmul_peak(opts.repeats)
@@ -954,7 +947,7 @@ def main(args):
         f"Command: `{cmd.strip()}`  ",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{platform.platform()}; jax {jax.__version__}, torch {torch.__version__} with "
-        f"torch.set_num_threads({threads}) (probe: {probe_text}); "
+        f"the fastest of torch.set_num_threads({candidates}) per peer runner (in the notes); "
         f"XLA_FLAGS='{os.environ.get('XLA_FLAGS', '')}'; malloc: {opts.malloc}"
         + (f" ({' '.join(f'{k}={v}' for k, v in RETAIN_MALLOC.items())})" if opts.malloc == "retain" else "")
         + "  ",
