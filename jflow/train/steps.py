@@ -267,7 +267,10 @@ Jitted ``step(state, batches, key) -> (state, metrics)`` doing ``k`` updates per
     ``batches`` is the stack of ``k`` batches (leaves ``(k, B, ...)``, ``k`` read from the
     shape); metrics come back stacked, shape ``(k,)``. Equals ``k`` calls of
     :func:`make_train_step` (same arguments, same ``key``); use it for small models where
-    per-call dispatch dominates. Arguments as in :func:`make_train_step`.
+    per-call dispatch dominates, and on CPU for large activations: XLA:CPU allocates a
+    call's temporary buffers afresh and the system allocator may map them anew, so every
+    call page-faults them in (benchmarks/README.md), once per ``k`` updates here.
+    Arguments as in :func:`make_train_step`.
     """)
 
 
