@@ -262,7 +262,7 @@ def main(argv=None):
     call_flops = sum(flops[name] * runs[name] for name in flops)
     print(f"matrix multiplies: {call_flops / 1e9:.3f} GFLOP per call -> {call_flops / peak * 1e3:.1f} ms "
           "at the measured peak\n")
-    print(f"| op | ms per call | share of call | calls | GFLOP | GFLOP/s | % of peak |")
+    print("| op | ms per call | share of call | runs per call | GFLOP per call | GFLOP/s | % of peak |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     kinds = collections.Counter()
     for name, ms in sorted(total.items(), key=lambda kv: -kv[1]):
