@@ -5,19 +5,21 @@ Usage (from the repository root)::
     python benchmarks/profile_step.py train --width 512 --batch 4096
     python benchmarks/profile_step.py train --width 64 --batch 1000 --fused 32
     python benchmarks/profile_step.py sample --width 64 --points 100000 --method euler
+    python benchmarks/profile_step.py unet --batch 16
     python benchmarks/profile_step.py train --compare '[{}, {"xla_cpu_use_onednn": true}]'
 
 ``train`` profiles one flow matching update of the labs' MLP (``benchmarks/lab_mlp.py``;
 ``jflow.losses.make_loss`` + ``jflow.train.make_train_step``, Adam, float32), or ``--fused k``
 updates in one ``lax.scan``; ``sample`` profiles ``jflow.integrators.odeint`` (100 steps)
-of the same MLP with random weights.
+of the same MLP with random weights; ``unet`` one flow matching update of
+``jflow.models.UNet`` in its ``unet_mnist`` configuration (28x28x1, dropout 0).
 
 The script records ``--calls`` calls with ``jax.profiler.trace`` (XLA CPU's per-operation
 trace events switched on with ``--xla_cpu_enable_xprof_traceme=true``) and prints, per
 operation of the optimized HLO module, its time per call, its share of the call, and for
 matrix multiplies (``dot`` inside a fusion or alone) the FLOPs and the rate reached. The
 rate of a matrix multiply is measured against a jitted 2048^3 ``jnp.dot`` timed in the
-same process.
+same process. Convolutions are counted like matrix multiplies.
 
 Caveat: an operation that XLA hands to Eigen's thread pool (a plain ``dot`` thunk) returns
 at once and runs while the next operations run, so its own event is short and its time
@@ -48,10 +50,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["train", "sample"])
+    p.add_argument("what", choices=["train", "sample", "unet"])
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--batch", type=int, default=4096, help="train: batch size")
+    p.add_argument("--batch", type=int, default=None, help="train / unet: batch size (default 4096 / 16)")
     p.add_argument("--fused", type=int, default=1, help="train: updates per call (lax.scan)")
     p.add_argument("--points", type=int, default=100_000, help="sample: number of points")
     p.add_argument("--method", default="euler", help="sample: odeint method")
@@ -70,6 +72,7 @@ def _parse_args(argv=None):
 
 _DEF = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*\w+\[([\d,]*)\]")
 _DOT = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*\w+\[([\d,]*)\]\S*\s+dot\(%([\w.\-]+),.*lhs_contracting_dims=\{([\d,]*)\}")
+_CONV = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*\w+\[([\d,]*)\]\S*\s+convolution\(%([\w.\-]+), %([\w.\-]+)\).*dim_labels=\w+_(\w+)->")
 _COMP = re.compile(r"^(?:ENTRY\s+)?%([\w.\-]+)\s")
 _CALLS = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=.*\bcalls=%([\w.\-]+)")
 
@@ -79,8 +82,10 @@ def _dims(text):
 
 
 def dot_flops(hlo_text: str) -> dict:
-    """``{top-level op name: FLOPs}`` for every ``dot`` (alone or inside a fusion):
-    ``2 * prod(output shape) * prod(contracting dims of the left operand)``."""
+    """``{top-level op name: FLOPs}`` for every ``dot`` and ungrouped ``convolution`` (alone or
+    inside a fusion): ``2 * prod(output shape) * prod(contracting dims of the left operand)``
+    for a dot, ``2 * prod(output shape) * prod(kernel dims but its output features)`` for a
+    convolution."""
     shapes, comp_of, dots, callers = {}, {}, [], collections.defaultdict(list)
     comp = None
     for line in hlo_text.splitlines():
@@ -95,15 +100,26 @@ def dot_flops(hlo_text: str) -> dict:
         m = _DOT.match(line)
         if m:
             dots.append((m.group(1), _dims(m.group(2)), m.group(3), _dims(m.group(4)), comp))
+        m = _CONV.match(line)
+        if m and "group_count" not in line:  # grouped convolutions are not counted
+            # each output element sums over the kernel's dims other than its output features
+            name, out_shape, kernel, labels = m.group(1), _dims(m.group(2)), m.group(4), m.group(5)
+            kernel_shape = shapes.get(kernel, [])
+            contracted = [d for d, c in zip(kernel_shape, labels) if c != "o"]
+            dots.append((name, out_shape, None, contracted, comp))
         m = _CALLS.match(line)
         if m:
             callers[m.group(2)].append(m.group(1))
     out = collections.Counter()
     for name, out_shape, lhs, contracting, comp in dots:
-        lhs_shape = shapes.get(lhs, [])
         k = 1
-        for d in contracting:
-            k *= lhs_shape[d] if d < len(lhs_shape) else 1
+        if lhs is None:  # a convolution: `contracting` holds the summed kernel dims' sizes
+            for size in contracting:
+                k *= size
+        else:
+            lhs_shape = shapes.get(lhs, [])
+            for d in contracting:
+                k *= lhs_shape[d] if d < len(lhs_shape) else 1
         n = 1
         for d in out_shape:
             n *= d
@@ -135,6 +151,20 @@ def build(args):
     from jflow.schedulers import LinearScheduler
     from lab_mlp import LabMLP
 
+    if args.what == "unet":
+        from jflow.models import UNet, get_config
+
+        cfg = get_config("unet_mnist")
+        model = UNet(**dict(cfg.kwargs, dropout=0.0))
+        batch_size = args.batch or 16
+        x = jax.random.normal(jax.random.PRNGKey(1), (batch_size,) + tuple(cfg.input_shape))
+        y = jax.random.randint(jax.random.PRNGKey(2), (batch_size,), 0, 10)
+        params = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1], jnp.zeros((1,)), y[:1])
+        step = jt.make_train_step(make_loss(model.apply, LinearScheduler(), time_bins=0))
+        state = jt.create_train_state(params, optax.adam(1e-3))
+        label = f"train step, U-Net unet_mnist, batch {batch_size}"
+        return step, (state, {"x": x, "y": y}, jax.random.PRNGKey(3)), lambda out, a: (out[0],) + a[1:], 1, label
+
     model = LabMLP(width=args.width, depth=args.depth)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 2)), jnp.zeros((2,)))
     if args.what == "sample":
@@ -149,11 +179,11 @@ def build(args):
     k = args.fused
     if k > 1:
         step = jt.make_fused_train_step(loss)
-        batch = {"x": jax.random.normal(jax.random.PRNGKey(1), (k, args.batch, 2))}
+        batch = {"x": jax.random.normal(jax.random.PRNGKey(1), (k, args.batch or 4096, 2))}
     else:
         step = jt.make_train_step(loss)
-        batch = {"x": jax.random.normal(jax.random.PRNGKey(1), (args.batch, 2))}
-    label = f"train step, lab MLP {args.depth}x{args.width}, batch {args.batch}" + (f", fused k={k}" if k > 1 else "")
+        batch = {"x": jax.random.normal(jax.random.PRNGKey(1), (args.batch or 4096, 2))}
+    label = f"train step, lab MLP {args.depth}x{args.width}, batch {args.batch or 4096}" + (f", fused k={k}" if k > 1 else "")
     return step, (state, batch, jax.random.PRNGKey(2)), lambda out, a: (out[0],) + a[1:], k, label
 
 
@@ -260,7 +290,7 @@ def main(argv=None):
     # an op inside a loop (a fused step's or odeint's lax.scan) runs several times per call
     runs = {name: count[name] / args.calls if count[name] else 1.0 for name in flops}
     call_flops = sum(flops[name] * runs[name] for name in flops)
-    print(f"matrix multiplies: {call_flops / 1e9:.3f} GFLOP per call -> {call_flops / peak * 1e3:.1f} ms "
+    print(f"matrix multiplies and convolutions: {call_flops / 1e9:.3f} GFLOP per call -> {call_flops / peak * 1e3:.1f} ms "
           "at the measured peak\n")
     print("| op | ms per call | share of call | runs per call | GFLOP per call | GFLOP/s | % of peak |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -268,7 +298,7 @@ def main(argv=None):
     for name, ms in sorted(total.items(), key=lambda kv: -kv[1]):
         if name.startswith(("while", "conditional", "call")):
             continue  # a loop's event spans the events of its body
-        kind = "matmul" if name in flops else ("copy" if name.startswith("copy") else "other")
+        kind = "matmul/conv" if name in flops else ("copy" if name.startswith("copy") else "other")
         kinds[kind] += ms
     for name, ms in sorted(total.items(), key=lambda kv: -kv[1])[: args.top]:
         f = flops[name] * runs[name] if name in flops else None

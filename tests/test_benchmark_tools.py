@@ -36,3 +36,14 @@ def test_dot_flops_of_a_two_layer_forward_and_its_gradient(profile_step):
     entry = hlo[hlo.index("ENTRY"):]
     for name in forward:
         assert f"%{name} = " in entry, name
+
+
+def test_dot_flops_counts_a_convolution(profile_step):
+    x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+
+    def f(x, w):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    flops = profile_step.dot_flops(jax.jit(f).lower(x, w).compile().as_text())
+    # every output element sums over the 3x3 window and the 3 input channels
+    assert sum(flops.values()) == 2 * (2 * 8 * 8 * 4) * (3 * 3 * 3)
