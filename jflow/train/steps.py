@@ -228,41 +228,40 @@ def _jit_step(fn: Callable, donate: bool) -> Callable:
     return jax.jit(fn, donate_argnums=(0,) if donate else ())
 
 
-def _step_factory(name: str, fused: bool, doc: str) -> Callable:
-    """The factories :func:`make_train_step` and :func:`make_fused_train_step`: one
-    signature and one body, ``fused`` picks one update or ``k`` updates per call."""
-
-    def factory(
-        loss_fn: LossFn,
-        *,
-        ema_decay: Optional[float] = None,
-        ema_warmup: bool = True,
-        donate: bool = True,
-        skip_nonfinite: bool = False,
-        compute_dtype=None,
-        num_microbatches: int = 1,
-    ):
-        update = make_update_fn(
-            loss_fn, ema_decay=ema_decay, ema_warmup=ema_warmup, skip_nonfinite=skip_nonfinite,
-            compute_dtype=compute_dtype, num_microbatches=num_microbatches,
-        )
-        return _jit_step(fuse(update) if fused else update, donate)
-
-    factory.__name__ = factory.__qualname__ = name
-    factory.__doc__ = doc
-    return factory
-
-
-make_train_step = _step_factory("make_train_step", False, """\
-Jitted ``step(state, batch, key) -> (state, metrics)`` with the state donated.
+def make_train_step(
+    loss_fn: LossFn,
+    *,
+    ema_decay: Optional[float] = None,
+    ema_warmup: bool = True,
+    donate: bool = True,
+    skip_nonfinite: bool = False,
+    compute_dtype=None,
+    num_microbatches: int = 1,
+):
+    """Jitted ``step(state, batch, key) -> (state, metrics)`` with the state donated.
 
     One optimizer update on ``batch`` with randomness ``fold_in(key, state.step)``.
     Arguments as in :func:`make_update_fn`. ``donate=True`` lets XLA reuse the state's
     buffers: do not use the ``state`` you passed in after the call.
-    """)
+    """
+    update = make_update_fn(
+        loss_fn, ema_decay=ema_decay, ema_warmup=ema_warmup, skip_nonfinite=skip_nonfinite,
+        compute_dtype=compute_dtype, num_microbatches=num_microbatches,
+    )
+    return _jit_step(update, donate)
 
-make_fused_train_step = _step_factory("make_fused_train_step", True, """\
-Jitted ``step(state, batches, key) -> (state, metrics)`` doing ``k`` updates per call.
+
+def make_fused_train_step(
+    loss_fn: LossFn,
+    *,
+    ema_decay: Optional[float] = None,
+    ema_warmup: bool = True,
+    donate: bool = True,
+    skip_nonfinite: bool = False,
+    compute_dtype=None,
+    num_microbatches: int = 1,
+):
+    """Jitted ``step(state, batches, key) -> (state, metrics)`` doing ``k`` updates per call.
 
     ``batches`` is the stack of ``k`` batches (leaves ``(k, B, ...)``, ``k`` read from the
     shape); metrics come back stacked, shape ``(k,)``. Equals ``k`` calls of
@@ -271,7 +270,12 @@ Jitted ``step(state, batches, key) -> (state, metrics)`` doing ``k`` updates per
     call's temporary buffers afresh and the system allocator may map them anew, so every
     call page-faults them in (benchmarks/README.md), once per ``k`` updates here.
     Arguments as in :func:`make_train_step`.
-    """)
+    """
+    update = make_update_fn(
+        loss_fn, ema_decay=ema_decay, ema_warmup=ema_warmup, skip_nonfinite=skip_nonfinite,
+        compute_dtype=compute_dtype, num_microbatches=num_microbatches,
+    )
+    return _jit_step(fuse(update), donate)
 
 
 def make_vmapped_train_step(
