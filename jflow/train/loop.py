@@ -121,6 +121,15 @@ def fit(
         raise ValueError(f"the run is at step {step}, not a multiple of steps_per_call={k}")
 
     history: List[Tuple[int, Dict[str, float]]] = []
+    # The finiteness check of a call reads its metrics on the host, which waits for the call.
+    # It is made after the next call is dispatched (the host prepares the next batch while the
+    # device computes), and before anything reads the state: a log line or a checkpoint.
+    unchecked: List[Tuple[Any, int]] = []
+
+    def check_pending():
+        while unchecked:
+            check_finite(*unchecked.pop(), steps_per_call=k)
+
     try:
         while step < num_steps:
             if k == 1:
@@ -128,9 +137,11 @@ def fit(
             else:
                 batch = _stack([batch_fn(s) for s in range(step, step + k)])
             state, metrics = step_fn(state, prepare(batch), key)
-            check_finite(metrics, step, steps_per_call=k)
+            check_pending()
+            unchecked.append((metrics, step))
             step += k
             if log_every is not None and step % log_every == 0:
+                check_pending()
                 logged = _host_metrics(metrics)
                 history.append((step, logged))
                 if is_main_process():
@@ -138,7 +149,9 @@ def fit(
             if checkpointer is not None and (
                 (save_every is not None and step % save_every == 0) or step == num_steps
             ):
+                check_pending()
                 checkpointer.save(state, data_state={"step": step}, config=config)
+        check_pending()
     finally:
         if checkpointer is not None:
             checkpointer.wait()
