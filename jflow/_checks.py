@@ -6,6 +6,9 @@ loops. Checks on *shapes* always run (shapes are static under ``jit``).
 """
 from __future__ import annotations
 
+import dataclasses
+import operator
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,3 +76,53 @@ def check_choice(value: str, choices, name: str) -> str:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(choices)}")
     return value
+
+
+def check_positive_int(value, name: str, *, minimum: int = 1, why: str = "") -> int:
+    """``value`` as a Python int ``>= minimum``, else ``ValueError`` naming ``name``.
+
+    Accepts Python and numpy integers (not bools, floats or arrays under a trace: such a
+    value usually fixes a shape, so it must be static). ``why`` is appended to the message,
+    e.g. ``"it fixes the grid's shape"``.
+    """
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not ok or operator.index(value) < minimum:
+        suffix = f" ({why})" if why else ""
+        raise ValueError(f"{name} must be a Python int >= {minimum}{suffix}; got {value!r}")
+    return operator.index(value)
+
+
+def frozen_pytree(cls=None, *, meta=()):
+    """Frozen dataclass registered as a pytree: numeric fields are leaves, ``meta`` fields static.
+
+    The one way jflow makes its small immutable value types (schedulers, toy
+    distributions, mixtures) into pytrees. Registered with ``register_pytree_with_keys``
+    and an unflatten that bypasses ``__init__``: (1) the tree structure records the class
+    itself, so two classes with the same field names never share a treedef (and a jit
+    cache entry), and (2) tree operations that carry non-numbers in the leaves (shapes,
+    ``vmap`` axis specs) do not re-run the constructor's validation.
+    """
+
+    def wrap(cls):
+        if not dataclasses.is_dataclass(cls):
+            cls = dataclasses.dataclass(frozen=True)(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        data = tuple(n for n in names if n not in meta)
+
+        def flatten_with_keys(obj):
+            children = tuple((jax.tree_util.GetAttrKey(n), getattr(obj, n)) for n in data)
+            return children, tuple(getattr(obj, n) for n in meta)
+
+        def flatten(obj):
+            return tuple(getattr(obj, n) for n in data), tuple(getattr(obj, n) for n in meta)
+
+        def unflatten(aux, leaves):
+            obj = object.__new__(cls)
+            for name, value in zip(data + tuple(meta), tuple(leaves) + tuple(aux)):
+                object.__setattr__(obj, name, value)
+            return obj
+
+        jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+        return cls
+
+    return wrap if cls is None else wrap(cls)

@@ -61,7 +61,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jflow._checks import as_float, check_choice, check_time, expand_time, is_concrete
+from jflow._checks import as_float, check_choice, check_time, expand_time, frozen_pytree, is_concrete
 from jflow.schedulers import derivatives
 
 Array = jax.Array
@@ -132,6 +132,7 @@ def _validate(means, stds, weights):
     return means, stds, weights
 
 
+@frozen_pytree
 @dataclasses.dataclass(frozen=True, eq=False)
 class GaussianMixture:
     r"""Isotropic Gaussian mixture :math:`\sum_k w_k \mathcal N(m_k, s_k^2 I_d)` (a JAX pytree).
@@ -250,26 +251,6 @@ class GaussianMixture:
         if is_concrete(total) and not float(total) > 0:
             raise ValueError("the selected components have zero total weight; select at least one with w_k > 0")
         return GaussianMixture(means, stds, weights / total)
-
-
-def _flatten_with_keys(gm):
-    return tuple((jax.tree_util.GetAttrKey(n), getattr(gm, n)) for n in _FIELDS), None
-
-
-def _flatten(gm):
-    return tuple(getattr(gm, n) for n in _FIELDS), None
-
-
-def _unflatten(_, leaves):
-    gm = object.__new__(GaussianMixture)
-    for name, value in zip(_FIELDS, leaves):
-        object.__setattr__(gm, name, value)
-    return gm
-
-
-# Not ``register_dataclass``: that rebuilds through ``__init__``, which would re-run the
-# validation on whatever leaves a tree operation carries (shapes, axis specs, sentinels).
-jax.tree_util.register_pytree_with_keys(GaussianMixture, _flatten_with_keys, _unflatten, _flatten)
 
 
 class _Terms(NamedTuple):

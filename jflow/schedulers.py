@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jflow._checks import as_float, is_concrete
+from jflow._checks import as_float, frozen_pytree, is_concrete
 
 Array = jax.Array
 AlphaBeta = Tuple[Array, Array]
@@ -48,40 +48,6 @@ __all__ = [
     "get",
     "NAMES",
 ]
-
-
-def _pytree(cls=None, *, meta=()):
-    """Frozen dataclass registered as a pytree: numeric fields are leaves, ``meta`` fields static.
-
-    Registered with ``register_pytree_with_keys`` and an unflatten that bypasses
-    ``__init__``: (1) the tree structure records the class itself, so two schedulers with
-    the same field names never share a treedef (and a jit cache entry), and (2) tree
-    operations that carry non-numbers in the leaves (shapes, ``vmap`` axis specs) do not
-    re-run the constructor's validation.
-    """
-
-    def wrap(cls):
-        cls = dataclasses.dataclass(frozen=True)(cls)
-        names = [f.name for f in dataclasses.fields(cls)]
-        data = tuple(n for n in names if n not in meta)
-
-        def flatten_with_keys(obj):
-            children = tuple((jax.tree_util.GetAttrKey(n), getattr(obj, n)) for n in data)
-            return children, tuple(getattr(obj, n) for n in meta)
-
-        def flatten(obj):
-            return tuple(getattr(obj, n) for n in data), tuple(getattr(obj, n) for n in meta)
-
-        def unflatten(aux, leaves):
-            obj = object.__new__(cls)
-            for name, value in zip(data + tuple(meta), tuple(leaves) + tuple(aux)):
-                object.__setattr__(obj, name, value)
-            return obj
-
-        jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
-        return cls
-
-    return wrap if cls is None else wrap(cls)
 
 
 def _concrete_min(value) -> float | None:
@@ -129,7 +95,7 @@ def derivatives(sched: Callable, t) -> Tuple[Array, Array, Array, Array]:
     return _jvp_derivatives(sched, t)
 
 
-@_pytree
+@frozen_pytree
 class LinearScheduler(Scheduler):
     r"""CondOT scheduler: :math:`\alpha_t = t,\ \beta_t = 1 - t`; :math:`\dot\alpha = 1,\ \dot\beta = -1`.
 
@@ -149,7 +115,7 @@ class LinearScheduler(Scheduler):
 CondOTScheduler = LinearScheduler
 
 
-@_pytree
+@frozen_pytree
 class CosineScheduler(Scheduler):
     r""":math:`\alpha_t = \sin(\pi t / 2),\ \beta_t = \cos(\pi t / 2)`.
 
@@ -169,7 +135,7 @@ class CosineScheduler(Scheduler):
         return alpha, beta, half_pi * beta, -half_pi * alpha
 
 
-@_pytree
+@frozen_pytree
 class PolynomialScheduler(Scheduler):
     r""":math:`\alpha_t = t^n,\ \beta_t = 1 - t^n` for an exponent ``n > 0``.
 
@@ -195,7 +161,7 @@ class PolynomialScheduler(Scheduler):
         return alpha, beta, d_alpha, -d_alpha
 
 
-@_pytree
+@frozen_pytree
 class SqrtScheduler(Scheduler):
     r""":math:`\alpha_t = t,\ \beta_t = \sqrt{1 - t}` (the path of lab 2).
 
@@ -212,7 +178,7 @@ class SqrtScheduler(Scheduler):
         return t, beta, jnp.ones_like(t), -0.5 / beta
 
 
-@_pytree
+@frozen_pytree
 class LinearVPScheduler(Scheduler):
     r""":math:`\alpha_t = t,\ \beta_t = \sqrt{1 - t^2}` (variance preserving, linear mean).
 
@@ -228,7 +194,7 @@ class LinearVPScheduler(Scheduler):
         return t, beta, jnp.ones_like(t), -t / beta
 
 
-@_pytree
+@frozen_pytree
 class VPScheduler(Scheduler):
     r"""Variance-preserving scheduler of score SDEs (DDPM's continuous limit), in flow time.
 
@@ -273,7 +239,7 @@ class VPScheduler(Scheduler):
         return alpha, beta, 0.5 * rate * alpha, -0.5 * rate * alpha * alpha / beta
 
 
-@_pytree(meta=("alpha_fn", "beta_fn", "d_alpha_fn", "d_beta_fn"))
+@frozen_pytree(meta=("alpha_fn", "beta_fn", "d_alpha_fn", "d_beta_fn"))
 class CustomScheduler(Scheduler):
     r"""A scheduler from two functions ``alpha_fn(t)``, ``beta_fn(t)`` (elementwise, jnp-traceable).
 

@@ -35,7 +35,6 @@ Support and scale (noise-free support; labels in brackets):
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
 import operator
@@ -44,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jflow._checks import check_choice, is_concrete
+from jflow._checks import check_choice, frozen_pytree, is_concrete
 from jflow.marginals import GaussianMixture
 
 Array = jax.Array
@@ -117,19 +116,6 @@ def _unit(angle: Array) -> Array:
     return jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=-1)
 
 
-def _pytree(*, meta=()):
-    """Frozen dataclass registered as a pytree: fields in ``meta`` are static, the rest leaves."""
-
-    def wrap(cls):
-        cls = dataclasses.dataclass(frozen=True)(cls)
-        names = [f.name for f in dataclasses.fields(cls)]
-        return jax.tree_util.register_dataclass(
-            cls, data_fields=[f for f in names if f not in meta], meta_fields=list(meta)
-        )
-
-    return wrap
-
-
 # --------------------------------------------------------------------------- Gaussian mixtures
 
 
@@ -165,7 +151,7 @@ def eight_gaussians(radius: float = 4.0, std: float = 0.5) -> GaussianMixture:
 # --------------------------------------------------------------------------- other toys
 
 
-@_pytree()
+@frozen_pytree()
 class Moons:
     r"""Two interleaving half circles ("moons"), centred so that the mean is exactly 0.
 
@@ -203,7 +189,7 @@ class Moons:
         return self.sample_with_labels(key, n)[0]
 
 
-@_pytree()
+@frozen_pytree()
 class Circles:
     r"""Two concentric circles: label 0 radius ``scale``, label 1 radius ``factor * scale``.
 
@@ -239,7 +225,7 @@ class Circles:
         return self.sample_with_labels(key, n)[0]
 
 
-@_pytree(meta=("num_cells",))
+@frozen_pytree(meta=("num_cells",))
 class Checkerboard:
     r"""Uniform density on the black cells of a checkerboard covering ``[-scale, scale]^2``.
 
@@ -273,7 +259,7 @@ class Checkerboard:
         return self.scale * ((cell + u) * (2.0 / c) - 1.0)
 
 
-@_pytree(meta=("n_arms",))
+@frozen_pytree(meta=("n_arms",))
 class Spirals:
     r"""``n_arms`` interleaved Archimedean spirals inside the disc of radius ``scale``.
 
@@ -315,7 +301,7 @@ class Spirals:
         return self.sample_with_labels(key, n)[0]
 
 
-@_pytree(meta=("dim",))
+@frozen_pytree(meta=("dim",))
 class SwissRoll:
     r"""Swiss roll: :math:`t \sim U[\tfrac32\pi, \tfrac92\pi]`, point :math:`\frac{t}{4.5\pi}(\cos t, \sin t)`.
 
