@@ -16,10 +16,19 @@ The lectures' idea: "divide an image into patches and attend between the patches
 4. unpatchify back to ``(B, H, W, C)``.
 
 ``zero_init_output`` zeroes the final linear map (as in the DiT paper), so a fresh model predicts 0.
+
+Large models: ``scan_blocks=True`` runs the ``depth`` blocks as one ``nn.scan`` over stacked
+parameters (compile time stops growing with ``depth``; parameters live under
+``params["blocks"]`` with a leading axis of size ``depth``, and :func:`stack_block_params`
+converts an unscanned tree), and ``remat`` rematerialises each block's activations in the
+backward pass under a ``jax.checkpoint_policies`` policy (activation memory traded for a
+second forward pass). Neither changes the function the model computes; the measured effect
+on memory and compile time is in ``benchmarks/README.md``.
 """
 from __future__ import annotations
 
-from typing import Optional
+import functools
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -38,7 +47,25 @@ from jflow.models.layers import (
     prepare_inputs,
 )
 
-__all__ = ["DiT", "DiTBlock", "patchify", "unpatchify", "sincos_position_embedding"]
+__all__ = [
+    "DiT",
+    "DiTBlock",
+    "REMAT_POLICIES",
+    "patchify",
+    "unpatchify",
+    "sincos_position_embedding",
+    "stack_block_params",
+]
+
+REMAT_POLICIES = (
+    "nothing_saveable",
+    "dots_saveable",
+    "dots_with_no_batch_dims_saveable",
+    "everything_saveable",
+)
+"""Names of ``jax.checkpoint_policies`` accepted by ``DiT(remat=...)``: what each block keeps for the
+backward pass (``nothing_saveable``: only its inputs, least memory; ``dots_saveable``: matrix
+products; ``everything_saveable``: all, as without remat)."""
 
 
 def patchify(x: jax.Array, patch_size: int) -> jax.Array:
@@ -93,7 +120,7 @@ class DiTBlock(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, h, c, *, train: bool = False):
+    def __call__(self, h, c, train: bool = False):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         act = get_activation(self.activation)
         mod = nn.Dense(6 * self.hidden_size, kernel_init=nn.initializers.zeros, **kw, name="adaln")(act(c))
@@ -107,6 +134,39 @@ class DiTBlock(nn.Module):
         z = nn.Dropout(self.dropout)(nn.gelu(z, approximate=True), deterministic=not train)
         z = nn.Dense(self.hidden_size, **kw, name="mlp_1")(z)
         return h + gate2[:, None, :] * z
+
+
+class _ScannedBlock(nn.Module):
+    """One :class:`DiTBlock` in ``nn.scan``'s ``(carry, c) -> (carry, None)`` form."""
+
+    block: Any
+    train: bool
+
+    @nn.compact
+    def __call__(self, h, c):
+        return self.block(name="block")(h, c, self.train), None
+
+
+def _block_class(remat: Optional[str]):
+    """:class:`DiTBlock`, wrapped in ``nn.remat`` with the named checkpoint policy when ``remat`` is set."""
+    if remat is None:
+        return DiTBlock
+    if remat not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat policy {remat!r}; choose one of {list(REMAT_POLICIES)} or None")
+    return nn.remat(DiTBlock, policy=getattr(jax.checkpoint_policies, remat), static_argnums=(3,))
+
+
+def stack_block_params(params, depth: int):
+    """Parameters of a ``DiT(scan_blocks=False)`` as those of the same model with ``scan_blocks=True``.
+
+    ``params["block_i"]`` for ``i < depth`` become one ``params["blocks"]["block"]`` tree
+    whose leaves have a leading axis of size ``depth``; everything else is kept. The two
+    models then compute the same function (tested).
+    """
+    inner = dict(params["params"])
+    blocks = [inner.pop(f"block_{i}") for i in range(depth)]
+    inner["blocks"] = {"block": jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *blocks)}
+    return {**params, "params": inner}
 
 
 class DiT(nn.Module):
@@ -126,6 +186,9 @@ class DiT(nn.Module):
       time_embedding, learnable_frequencies, time_features: see
         :class:`jflow.models.embeddings.TimeEmbedding`.
       zero_init_output: zero the final linear map so a fresh model predicts exactly zero.
+      scan_blocks: run the blocks as one ``nn.scan`` (stacked parameters; see the module docstring).
+      remat: ``None`` or a policy name in :data:`REMAT_POLICIES`: recompute each block's
+        activations in the backward pass, keeping what the policy saves.
       dtype: compute dtype; ``param_dtype`` float32; output in ``x``'s dtype.
     """
 
@@ -141,6 +204,8 @@ class DiT(nn.Module):
     learnable_frequencies: bool = False
     time_features: int = 256
     zero_init_output: bool = False
+    scan_blocks: bool = False
+    remat: Optional[str] = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -187,16 +252,7 @@ class DiT(nn.Module):
         )(t, y)
         h = nn.Dense(self.hidden_size, **kw, name="patch_embed")(patchify(x, p).astype(self.dtype))
         h = h + jnp.asarray(pos, dtype=h.dtype)[None]
-        for i in range(self.depth):
-            h = DiTBlock(
-                self.hidden_size,
-                self.num_heads,
-                mlp_ratio=self.mlp_ratio,
-                dropout=self.dropout,
-                activation=self.activation,
-                **kw,
-                name=f"block_{i}",
-            )(h, c, train=train)
+        h = self._blocks(h, c, train)
         mod = nn.Dense(2 * self.hidden_size, kernel_init=nn.initializers.zeros, **kw, name="final_adaln")(act(c))
         shift, scale = jnp.split(mod, 2, axis=-1)
         h = nn.LayerNorm(use_scale=False, use_bias=False, epsilon=1e-6, **kw, name="final_norm")(h)
@@ -204,3 +260,29 @@ class DiT(nn.Module):
             p * p * channels, kernel_init=output_dense_init(self.zero_init_output), **kw, name="final_linear"
         )(_modulate(h, shift, scale))
         return unpatchify(h, p, height, width).astype(x.dtype)
+
+    def _blocks(self, h, c, train: bool):
+        """The ``depth`` transformer blocks, unrolled (``block_i``) or as one scan (``blocks``)."""
+        block = functools.partial(
+            _block_class(self.remat),
+            self.hidden_size,
+            self.num_heads,
+            mlp_ratio=self.mlp_ratio,
+            dropout=self.dropout,
+            activation=self.activation,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        if not self.scan_blocks:
+            for i in range(self.depth):
+                h = block(name=f"block_{i}")(h, c, train)
+            return h
+        stack = nn.scan(
+            _ScannedBlock,
+            variable_axes={"params": 0},
+            split_rngs={"params": True, "dropout": True},
+            in_axes=nn.broadcast,
+            length=self.depth,
+        )
+        h, _ = stack(block, train, name="blocks")(h, c)
+        return h
