@@ -246,7 +246,7 @@ def sinkhorn(
 def schrodinger_bridge(
     key, x0, x1, sigma, *, labels=None, max_iterations: int = 2000, tolerance=1e-3
 ) -> Tuple[Array, Array]:
-    r"""Schrodinger-bridge coupling of SB-CFM (Tong et al. 2023, Prop. 3.4): :func:`sinkhorn` with
+    r"""Schrodinger-bridge coupling of SB-CFM (Tong et al. 2023, eqs. 20-21): :func:`sinkhorn` with
     :math:`\varepsilon = 2\sigma^2`.
 
     The Schrodinger bridge with reference Brownian motion :math:`\sigma W_t` between the two

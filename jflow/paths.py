@@ -241,7 +241,7 @@ def bridge(sched, x0, z, t, *, path_noise=None, noise=None) -> Tuple[Array, Arra
 
     the time derivative of the path at fixed :math:`(x_0, z, \xi)`. For the CondOT scheduler
     and the Brownian bridge :math:`\gamma_t = \sigma\sqrt{t(1-t)}` this is SB-CFM's path and
-    target (Tong et al. 2023, Sec. 3.3):
+    target (Tong et al. 2023, eqs. 20-21):
     :math:`u_t = x_1 - x_0 + \frac{1 - 2t}{2t(1-t)}\big(x_t - (t x_1 + (1-t) x_0)\big)`.
 
     Returns ``(x_t, u_t)``. ``t`` in flow time (0 source, 1 data), scalar or ``(B,)``.

@@ -51,6 +51,12 @@ def test_adapted_mixture_model_equals_flow_time_marginal(name, x64):
                 adapted(X, t), M.marginal_field(sched, gm, X, t, p), rtol=1e-10, atol=1e-12,
                 err_msg=f"{name} -> {sched_name} ({p})",
             )
+    # and back: a flow-time model exported to the convention's own time
+    sched, tau = FLOW["linear"], match_time(T, FLOW["linear"], conv)
+    for p in ("score", "noise"):
+        exported = change_scheduler(lambda x, t: M.marginal_field(sched, gm, x, t, p), sched, conv, p)  # noqa: B023
+        expected = _mixture_fields(*(np.asarray(v) for v in conv(tau)), X)[p]
+        np.testing.assert_allclose(exported(X, tau), expected, rtol=1e-10, atol=1e-12, err_msg=f"{name} <- linear")
 
 
 @pytest.mark.parametrize("name", sorted(CONVENTIONS))

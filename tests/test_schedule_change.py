@@ -11,16 +11,9 @@ from jflow import paths as P
 from jflow import schedule_change as SC
 from jflow import schedulers as S
 
-SCHEDULERS = {
-    "linear": S.LinearScheduler(),
-    "cosine": S.CosineScheduler(),
-    "poly3": S.PolynomialScheduler(3.0),
-    "sqrt": S.SqrtScheduler(),
-    "linear_vp": S.LinearVPScheduler(),
-    "vp": S.VPScheduler(),
-    # no closed-form inverse: bisection (alpha = t^2, beta = 1 - t)
-    "custom": S.CustomScheduler(lambda t: t * t, lambda t: 1.0 - t),
-}
+SCHEDULERS = {name: S.get(name) for name in ("linear", "cosine", "sqrt", "linear_vp", "vp")}
+SCHEDULERS["poly3"] = S.PolynomialScheduler(3.0)
+SCHEDULERS["custom"] = S.CustomScheduler(lambda t: t * t, lambda t: 1.0 - t)  # no closed-form inverse: bisection
 T = np.array([0.1, 0.35, 0.6, 0.85])
 _rng = np.random.default_rng(0)
 X = _rng.normal(size=(4, 2))
