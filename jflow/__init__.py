@@ -5,6 +5,8 @@ Notation and conventions of MIT 6.S184 (2025): flow time ``t = 0`` is noise (``p
 diffusion coefficient of an SDE. See the README for a tour and the architecture.
 """
 from jflow import (
+    conventions,
+    couplings,
     data,
     integrators,
     likelihood,
@@ -14,6 +16,7 @@ from jflow import (
     models,
     paths,
     sampling,
+    schedule_change,
     schedulers,
     train,
 )
@@ -31,4 +34,7 @@ __all__ = [
     "data",
     "models",
     "train",
+    "couplings",
+    "schedule_change",
+    "conventions",
 ]

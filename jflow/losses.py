@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jflow._checks import as_float, check_choice, is_concrete
+from jflow._checks import as_float, check_choice, expand_time, is_concrete
 from jflow.paths import PARAMETERIZATIONS, conditional_target, sample_conditional
 
 Array = jax.Array
@@ -316,6 +316,8 @@ def make_loss(
     null_label=None,
     weighting: Optional[Callable[[Array], Array]] = None,
     time_bins: int = 4,
+    coupling: Optional[Callable] = None,
+    path_noise: Optional[Callable] = None,
 ) -> Callable:
     r"""Build a pure, jittable training loss ``loss(params, batch, key) -> (loss, metrics)``.
 
@@ -327,13 +329,16 @@ def make_loss(
     2. ``t = sample_time(key_t, B, method=time_sampling, mean=time_mean, std=time_std,
        t_min=t_min, t_max=t_max, dtype=x.dtype)`` (flow time: 0 noise, 1 data), or
        ``time_sampling(key_t, B)`` cast to ``x.dtype`` for a callable;
-    3. ``eps = jax.random.normal(key_eps, x.shape, x.dtype)``,
-       :math:`x_t = \alpha_t z + \beta_t\epsilon`;
+    3. ``eps = jax.random.normal(key_eps, x.shape, x.dtype)``, or the source batch ``batch["x0"]``
+       when given (it plays the role of ``eps``: :func:`jflow.paths.bridge`); with a
+       ``coupling``, ``eps, z = coupling(fold_in(key_eps, 1), eps, z, labels=y)`` (``y`` before
+       label dropout, ``None`` for an unlabelled batch); :math:`x_t = \alpha_t z + \beta_t\epsilon`,
+       plus :math:`\gamma_t\xi` with ``xi = normal(fold_in(key_eps, 2))`` when ``path_noise`` is given;
     4. ``y = drop_labels(key_drop, y, label_dropout, null_label)`` if ``label_dropout > 0``;
     5. ``pred = apply_fn(params, x_t, t, y)`` with ``t`` of shape ``(B,)`` and ``y = None``
        for an unlabelled batch;
     6. ``loss = conditional_matching_loss(pred, sched, z, eps, t, parameterization,
-       weighting=weighting)``.
+       weighting=weighting)`` (with ``path_noise``, the target gains :math:`\dot\gamma_t\xi`).
 
     These steps are part of the contract, so a run is reproducible from its keys.
 
@@ -358,10 +363,21 @@ def make_loss(
       weighting: optional ``lambda(t)``, one weight per example.
       time_bins: number ``K`` of equal bins of ``[0, 1]`` for the per-time metrics (``0``
         turns them off).
+      coupling: optional ``coupling(key, x0, x1, labels=None) -> (x0, x1)`` from
+        :mod:`jflow.couplings` (e.g. ``exact_ot`` for OT-CFM, ``functools.partial(sinkhorn,
+        epsilon=0.1)``), applied to ``(x0, z)`` before forming :math:`x_t`. On a labelled batch it
+        receives the labels, so jflow's couplings pair only within a class. Not with
+        ``"score"``: a coupled ``x0`` is not independent of ``z``, so :math:`-x_0/\beta_t` is
+        no score.
+      path_noise: optional ``path_noise(t) -> (gamma_t, d_gamma_t)``, e.g.
+        ``jflow.paths.brownian_bridge_noise(sigma)`` (SB-CFM with ``coupling=partial(
+        schrodinger_bridge, sigma=sigma)``); velocity parameterisation only (see
+        :func:`jflow.paths.bridge`).
 
     Returns:
       ``loss(params, batch, key)``: ``batch`` is a mapping with ``"x"`` (float data ``z``,
-      batch axis first) and optionally ``"y"`` (labels, leading axis ``B``). It returns the
+      batch axis first), optionally ``"y"`` (labels, leading axis ``B``) and ``"x0"`` (source
+      samples of the shape of ``"x"``; default :math:`\mathcal N(0, I)` draws). It returns the
       scalar loss and a dict of scalar/small metrics: ``"loss"``; ``"target_sq_norm"``, the
       batch mean of :math:`\|\text{target}\|^2` (the loss of predicting zero, a scale
       reference); with ``K > 0``, ``"loss_by_time"`` (``(K,)``, mean weighted loss of the
@@ -403,6 +419,7 @@ def make_loss(
         raise ValueError(f"weighting must be a callable lambda(t) or None; got {weighting!r}")
     if not isinstance(time_bins, (int, np.integer)) or isinstance(time_bins, bool) or time_bins < 0:
         raise ValueError(f"time_bins must be an int >= 0; got {time_bins!r}")
+    _check_source_options(coupling, path_noise, parameterization)
 
     def loss(params, batch, key):
         if not isinstance(batch, Mapping) or "x" not in batch:
@@ -432,8 +449,9 @@ def make_loss(
             t = jnp.asarray(sample_t(key_t, n)).astype(z.dtype)
             if t.shape != (n,):
                 raise ValueError(f"time_sampling(key, n) must return shape ({n},); got {t.shape}")
-        eps = jax.random.normal(key_eps, z.shape, z.dtype)
+        eps, z = _source(batch, key_eps, z, y, coupling)
         x_t = sample_conditional(sched, z, eps, t)
+        x_t, noise_velocity = _add_path_noise(path_noise, key_eps, x_t, t)
         if label_dropout > 0:
             y = drop_labels(key_drop, y, label_dropout, null_label)
 
@@ -443,7 +461,7 @@ def make_loss(
                 f"apply_fn returned shape {pred.shape}; a {parameterization} prediction must have "
                 f"the shape of x, {z.shape}"
             )
-        target = conditional_target(sched, z, eps, t, parameterization)
+        target = conditional_target(sched, z, eps, t, parameterization) + noise_velocity
         per_example = _apply_weighting(weighting, t, _squared_norm(pred - target))
         value = jnp.mean(per_example)
         metrics = {"loss": value, "target_sq_norm": jnp.mean(_squared_norm(target))}
@@ -456,3 +474,50 @@ def make_loss(
         return value, metrics
 
     return loss
+
+
+# --------------------------------------------------------------------------------------
+# Source samples, couplings and path noise (make_loss)
+# --------------------------------------------------------------------------------------
+
+
+def _check_source_options(coupling, path_noise, parameterization):
+    for name, value in (("coupling", coupling), ("path_noise", path_noise)):
+        if value is not None and not callable(value):
+            raise ValueError(f"{name} must be a callable or None; got {value!r}")
+    if coupling is not None and parameterization == "score":
+        raise ValueError(
+            "a coupling makes x0 depend on z, so -x0/beta_t is not a score target; use "
+            "parameterization 'velocity', 'noise' or 'data' with a coupling"
+        )
+    if path_noise is not None and parameterization != "velocity":
+        raise ValueError(
+            f"path_noise needs parameterization='velocity' (its target gains d_gamma_t xi); got {parameterization!r}"
+        )
+
+
+def _source(batch, key_eps, z, y, coupling):
+    """``(x0, z)``: ``batch["x0"]`` or N(0, I) draws, then the coupling (keys as in make_loss step 3)."""
+    if "x0" in batch:
+        x0 = jnp.asarray(batch["x0"])
+        if x0.shape != z.shape or not jnp.issubdtype(x0.dtype, jnp.floating):
+            raise ValueError(
+                f"batch['x0'] must be a float array of the shape of batch['x'], {z.shape}; got {x0.dtype} {x0.shape}"
+            )
+        x0 = x0.astype(z.dtype)
+    else:
+        x0 = jax.random.normal(key_eps, z.shape, z.dtype)
+    if coupling is None:
+        return x0, z
+    x0, z = coupling(jax.random.fold_in(key_eps, 1), x0, z, labels=y)
+    return jnp.asarray(x0, z.dtype), z
+
+
+def _add_path_noise(path_noise, key_eps, x_t, t):
+    """``(x_t + gamma_t xi, d_gamma_t xi)``, or ``(x_t, 0)`` without path noise."""
+    if path_noise is None:
+        return x_t, 0.0
+    xi = jax.random.normal(jax.random.fold_in(key_eps, 2), x_t.shape, x_t.dtype)
+    gamma, d_gamma = (jnp.asarray(v).astype(x_t.dtype) for v in path_noise(expand_time(t, x_t)))
+    return x_t + gamma * xi, d_gamma * xi
+

@@ -49,6 +49,8 @@ __all__ = [
     "conditional_target",
     "convert",
     "bridge",
+    "brownian_bridge_noise",
+    "constant_noise",
 ]
 
 
@@ -181,19 +183,78 @@ def convert(sched, value, x, t, *, source: str, target: str) -> Array:
     return out / beta if target == "score" else out
 
 
-def bridge(sched, x0, z, t) -> Tuple[Array, Array]:
+def brownian_bridge_noise(sigma):
+    r"""Path noise of a Brownian bridge with diffusion coefficient ``sigma`` (SB-CFM), for :func:`bridge`.
+
+    Returns ``path_noise(t) -> (gamma_t, d gamma_t / dt)`` with
+
+    .. math:: \gamma_t = \sigma\sqrt{t(1-t)}, \qquad
+              \dot\gamma_t = \sigma\frac{1 - 2t}{2\sqrt{t(1-t)}}.
+
+    :math:`\dot\gamma_t` is infinite at ``t = 0`` and ``t = 1``, where the noise vanishes;
+    there the noise velocity is set to its conditional mean 0 (``t`` exactly 0 or 1 is a
+    null set of ``Unif[0, 1]``; torchcfm instead adds ``1e-8`` to the denominator).
+    ``sigma`` may be a traced array.
+    """
+    sigma = as_float(sigma)
+
+    def path_noise(t):
+        t = as_float(t)
+        var = t * (1.0 - t)
+        inner = var > 0
+        root = jnp.sqrt(jnp.where(inner, var, 1.0))
+        gamma = sigma * jnp.sqrt(jnp.maximum(var, 0.0))
+        return gamma, jnp.where(inner, sigma * (1.0 - 2.0 * t) / (2.0 * root), 0.0)
+
+    return path_noise
+
+
+def constant_noise(sigma):
+    r"""Constant path noise :math:`\gamma_t = \sigma`, :math:`\dot\gamma_t = 0` for :func:`bridge` (the
+    ``sigma`` of torchcfm's I-CFM / OT-CFM, a Gaussian smoothing of both ends)."""
+    sigma = as_float(sigma)
+
+    def path_noise(t):
+        t = as_float(t)
+        return sigma * jnp.ones_like(t), jnp.zeros_like(t) * sigma
+
+    return path_noise
+
+
+def bridge(sched, x0, z, t, *, path_noise=None, noise=None) -> Tuple[Array, Array]:
     r"""Bridging arbitrary distributions: the conditional path from a source sample ``x0`` to ``z``.
 
     Conditioning on the pair :math:`(x_0, z) \sim p_{\rm init} \times p_{\rm data}` (or any
-    coupling), the path :math:`x_t = \alpha_t z + \beta_t x_0` runs from :math:`x_0` at
-    ``t = 0`` to :math:`z` at ``t = 1`` with conditional velocity
-    :math:`u_t(x|x_0, z) = \dot\alpha_t z + \dot\beta_t x_0` (``z - x0`` for CondOT).
-    Flow matching on these pairs learns a flow from :math:`p_{\rm init}` to
-    :math:`p_{\rm data}` for any :math:`p_{\rm init}`, not only Gaussian noise.
+    coupling, :mod:`jflow.couplings`), the path :math:`x_t = \alpha_t z + \beta_t x_0` runs from
+    :math:`x_0` at ``t = 0`` to :math:`z` at ``t = 1`` with conditional velocity
+    :math:`u_t(x|x_0, z) = \dot\alpha_t z + \dot\beta_t x_0` (``z - x0`` for CondOT). ``x0`` takes
+    the place of ``eps`` of :func:`sample_conditional` (the same convention as ``make_loss``
+    with ``batch["x0"]``). Flow matching on these pairs learns a flow from
+    :math:`p_{\rm init}` to :math:`p_{\rm data}` for any :math:`p_{\rm init}`.
 
-    Returns ``(x_t, u_t)``.
+    **Path noise** (stochastic interpolant, Albergo & Vanden-Eijnden 2023): with
+    ``path_noise(t) -> (gamma_t, d_gamma_t)`` (:func:`brownian_bridge_noise`,
+    :func:`constant_noise`) and a standard normal ``noise`` :math:`\xi` of the shape of ``z``,
+
+    .. math:: x_t = \alpha_t z + \beta_t x_0 + \gamma_t \xi, \qquad
+              u_t = \dot\alpha_t z + \dot\beta_t x_0 + \dot\gamma_t \xi,
+
+    the time derivative of the path at fixed :math:`(x_0, z, \xi)`. For the CondOT scheduler
+    and the Brownian bridge :math:`\gamma_t = \sigma\sqrt{t(1-t)}` this is SB-CFM's path and
+    target (Tong et al. 2023, eqs. 20-21):
+    :math:`u_t = x_1 - x_0 + \frac{1 - 2t}{2t(1-t)}\big(x_t - (t x_1 + (1-t) x_0)\big)`.
+
+    Returns ``(x_t, u_t)``. ``t`` in flow time (0 source, 1 data), scalar or ``(B,)``.
     """
     check_same_shape(x0=x0, z=z)
-    alpha, _, d_alpha, d_beta = _coeffs(sched, z, t)
-    _, beta = sched(expand_time(as_float(t), z))
-    return alpha * z + beta * x0, d_alpha * z + d_beta * x0
+    alpha, beta, d_alpha, d_beta = _coeffs(sched, z, t)
+    x_t, u_t = alpha * z + beta * x0, d_alpha * z + d_beta * x0
+    if path_noise is None:
+        if noise is not None:
+            raise ValueError("noise is only used with path_noise; pass path_noise=brownian_bridge_noise(sigma)")
+        return x_t, u_t
+    if noise is None:
+        raise ValueError("path_noise needs noise: a standard normal draw xi of the shape of z")
+    check_same_shape(z=z, noise=noise)
+    gamma, d_gamma = (jnp.asarray(v).astype(z.dtype) for v in path_noise(expand_time(check_time(t), z)))
+    return x_t + gamma * noise, u_t + d_gamma * noise

@@ -262,3 +262,35 @@ def test_bridge_endpoints_and_velocity(x64):
     lin_x, lin_u = P.bridge(SCHEDULERS["linear"], x0, z, t)
     np.testing.assert_allclose(lin_u, Z - EPS, rtol=1e-12)  # CondOT: z - x0
     np.testing.assert_allclose(lin_x, T[:, None] * Z + (1 - T[:, None]) * EPS, rtol=1e-12)
+
+
+def test_bridge_path_noise_target_is_time_derivative(x64):
+    x0, z, xi = jnp.asarray(EPS), jnp.asarray(Z), jnp.asarray(R)
+    t = jnp.asarray(T)
+    for sched in (SCHEDULERS["linear"], SCHEDULERS["cosine"]):
+        for noise in (P.brownian_bridge_noise(0.7), P.constant_noise(0.3)):
+            path = lambda s: P.bridge(sched, x0, z, s, path_noise=noise, noise=xi)  # noqa: E731
+            (xt, ut), (dxdt, _) = jax.jvp(path, (t,), (jnp.ones_like(t),))
+            np.testing.assert_allclose(ut, dxdt, rtol=1e-12)
+    # SB-CFM (Tong et al. 2023): x_t = t x1 + (1-t) x0 + sigma sqrt(t(1-t)) xi,
+    # u_t = x1 - x0 + (1 - 2t) / (2 t (1-t)) (x_t - (t x1 + (1-t) x0))
+    sigma, tt = 0.7, T[:, None]
+    xt, ut = P.bridge(SCHEDULERS["linear"], x0, z, t, path_noise=P.brownian_bridge_noise(sigma), noise=xi)
+    mean = tt * Z + (1 - tt) * EPS
+    np.testing.assert_allclose(xt, mean + sigma * np.sqrt(tt * (1 - tt)) * R, rtol=1e-12)
+    np.testing.assert_allclose(ut, Z - EPS + (1 - 2 * tt) / (2 * tt * (1 - tt)) * (xt - mean), rtol=1e-10)
+    # endpoints: no noise, the noise velocity is its mean 0 (finite)
+    for end, point in ((0.0, EPS), (1.0, Z)):
+        xe, ue = P.bridge(SCHEDULERS["linear"], x0, z, end, path_noise=P.brownian_bridge_noise(sigma), noise=xi)
+        np.testing.assert_allclose(xe, point, atol=1e-15)
+        np.testing.assert_allclose(ue, Z - EPS, atol=1e-15)
+
+
+def test_bridge_noise_arguments_raise():
+    x = jnp.asarray(EPS)
+    with pytest.raises(ValueError, match="path_noise needs noise"):
+        P.bridge(SCHEDULERS["linear"], x, x, 0.5, path_noise=P.brownian_bridge_noise(0.1))
+    with pytest.raises(ValueError, match="noise is only used with path_noise"):
+        P.bridge(SCHEDULERS["linear"], x, x, 0.5, noise=x)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        P.bridge(SCHEDULERS["linear"], x, x, 0.5, path_noise=P.constant_noise(0.1), noise=x[:2])
