@@ -18,7 +18,8 @@ only its length is static.
 
 Runge-Kutta methods are data (:class:`ButcherTableau`) consumed by one generic step
 function; the number of function evaluations of a call is fixed before it runs and given
-by :func:`num_evals`.
+by :func:`num_evals`. Adaptive step sizes (Dormand-Prince 5(4), NFE returned) are
+:func:`odeint_adaptive`, from :mod:`jflow.adaptive`.
 
 Everything is jittable, vmappable and differentiable (reverse-mode through ``lax.scan``).
 Outside ``jit`` the grid is validated (1-D, at least two points, finite, strictly
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jflow._checks import as_float, check_choice, is_concrete
+from jflow.adaptive import odeint_adaptive
 
 Array = jax.Array
 
@@ -49,6 +51,7 @@ __all__ = [
     "uniform_grid",
     "power_grid",
     "edm_grid",
+    "odeint_adaptive",
 ]
 
 
@@ -400,18 +403,22 @@ def _check_steps(n_steps) -> int:
 
 
 def _check_endpoints(t0, t1):
-    if not (math.isfinite(t0) and math.isfinite(t1)) or t0 == t1:
-        raise ValueError(f"grid endpoints must be finite and distinct; got t0={t0}, t1={t1}")
+    """Finite and distinct endpoints (checked when concrete; traced endpoints are allowed)."""
+    if is_concrete(t0) and is_concrete(t1):
+        a, b = float(np.asarray(t0)), float(np.asarray(t1))
+        if not (math.isfinite(a) and math.isfinite(b)) or a == b:
+            raise ValueError(f"grid endpoints must be finite and distinct; got t0={a}, t1={b}")
 
 
 def uniform_grid(n_steps: int, t0: float = 0.0, t1: float = 1.0, dtype=None) -> Array:
     """``n_steps + 1`` equally spaced points from ``t0`` to ``t1`` (``t1 < t0`` gives a decreasing grid).
 
     ``uniform_grid(n)`` is the grid of Algorithm 1 (step ``h = 1/n``). Use
-    ``t0 = eps`` or ``t1 = 1 - eps`` to avoid a field's singular endpoint.
+    ``t0 = eps`` or ``t1 = 1 - eps`` to avoid a field's singular endpoint. ``n_steps``
+    fixes the shape (a Python int); ``t0`` and ``t1`` may be traced arrays under ``jit``.
     """
     n = _check_steps(n_steps)
-    _check_endpoints(float(t0), float(t1))
+    _check_endpoints(t0, t1)
     return jnp.linspace(t0, t1, n + 1, dtype=dtype or jnp.result_type(float))
 
 
@@ -420,15 +427,16 @@ def power_grid(n_steps: int, rho: float = 2.0, t0: float = 0.0, t1: float = 1.0,
 
     .. math:: t_i = t_0 + (t_1 - t_0)\big(1 - (1 - i/n)^{\rho}\big), \qquad i = 0..n.
 
+    ``t0``, ``t1`` and ``rho`` may be Python or numpy scalars or (traced) JAX arrays.
     ``rho = 1`` is uniform; ``rho > 1`` concentrates steps near ``t1`` (the data end in
     flow time, where learned and exact marginal fields change fastest): the last step is
     :math:`(t_1 - t_0)\,n^{-\rho}`, the first :math:`\approx \rho (t_1 - t_0)/n`. Pass
     ``t1 = 1 - eps`` to stop short of the singular ``t = 1`` of score-based fields.
     """
     n = _check_steps(n_steps)
-    _check_endpoints(float(t0), float(t1))
-    if not (isinstance(rho, (int, float)) and rho >= 1.0):
-        raise ValueError(f"rho must be a float >= 1 (1 = uniform grid); got {rho!r}")
+    _check_endpoints(t0, t1)
+    if is_concrete(rho) and not (np.ndim(rho) == 0 and float(np.asarray(rho)) >= 1.0):
+        raise ValueError(f"rho must be a scalar >= 1 (1 = uniform grid); got {rho!r}")
     dtype = dtype or jnp.result_type(float)
     s = jnp.linspace(0.0, 1.0, n + 1, dtype=dtype)
     out = t0 + (t1 - t0) * (1.0 - (1.0 - s) ** rho)

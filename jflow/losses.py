@@ -45,17 +45,22 @@ import numpy as np
 
 from jflow._checks import as_float, check_choice, expand_time, is_concrete
 from jflow.paths import PARAMETERIZATIONS, conditional_target, sample_conditional
+from jflow.schedulers import derivatives
 
 Array = jax.Array
 
 TIME_SAMPLING = ("uniform", "logit_normal", "stratified")
+LOSS_WEIGHTINGS = ("none", "velocity", "score", "noise", "data", "min_snr")
 SCORE_T_MAX = 1.0 - 1e-3
 """Default upper end of the time range for the ``score`` parameterisation (see :func:`make_loss`)."""
 
 __all__ = [
     "PARAMETERIZATIONS",
     "TIME_SAMPLING",
+    "LOSS_WEIGHTINGS",
     "SCORE_T_MAX",
+    "noise_error_factor",
+    "loss_weight",
     "conditional_matching_errors",
     "conditional_matching_loss",
     "sample_time",
@@ -135,6 +140,68 @@ def _apply_weighting(weighting, t, errors):
             f"per example); got shape {w.shape}"
         )
     return w.astype(errors.dtype) * errors
+
+
+def noise_error_factor(sched, t, parameterization: str) -> Array:
+    r"""The factor :math:`c_P(t)^2` with :math:`\|P^\theta - P\|^2 = c_P(t)^2\,\|\epsilon^\theta - \epsilon\|^2`.
+
+    On a Gaussian path every parameterisation is affine in the noise prediction at a fixed
+    :math:`x_t` (:func:`jflow.paths.convert`), so the squared error of any of them is a
+    time-dependent multiple of the noise-prediction error:
+
+    ============ ========================================================================
+    ``noise``     :math:`1`
+    ``score``     :math:`1/\beta_t^2` (:math:`s = -\epsilon/\beta_t`)
+    ``data``      :math:`\beta_t^2/\alpha_t^2 = 1/\mathrm{SNR}(t)` (:math:`z = (x - \beta_t\epsilon)/\alpha_t`)
+    ``velocity``  :math:`(\dot\beta_t - \dot\alpha_t\beta_t/\alpha_t)^2 = \beta_t^2\dot\lambda_t^2`,
+                  :math:`\lambda_t = \log(\alpha_t/\beta_t)` (CondOT: :math:`1/t^2`)
+    ============ ========================================================================
+    """
+    check_choice(parameterization, PARAMETERIZATIONS, "parameterization")
+    alpha, beta, d_alpha, d_beta = derivatives(sched, as_float(t))
+    if parameterization == "noise":
+        return jnp.ones_like(alpha)
+    if parameterization == "score":
+        return 1.0 / jnp.square(beta)
+    if parameterization == "data":
+        return jnp.square(beta / alpha)
+    return jnp.square(d_beta - d_alpha * beta / alpha)
+
+
+def loss_weight(name: str, sched, t, parameterization: str, *, snr_gamma=5.0) -> Array:
+    r"""Weight :math:`w(t)` on the per-example error of ``parameterization`` for a named weighting.
+
+    The names say what the weighted loss equals, whatever the network predicts (so that
+    methods can be compared at the same weighting):
+
+    - ``"none"``: :math:`w = 1`, the parameterisation's own loss (Algorithm 5 as written
+      for ``score``, Algorithm 3/4 for ``velocity``).
+    - ``"noise"``, ``"score"``, ``"data"``, ``"velocity"``: the unweighted loss of that
+      parameterisation, :math:`w = c_{name}^2 / c_P^2` (:func:`noise_error_factor`). E.g. a
+      score model with ``"noise"`` has :math:`w = \beta_t^2`:
+      :math:`\beta_t^2\|s^\theta + \epsilon/\beta_t\|^2 = \|\epsilon^\theta - \epsilon\|^2` with
+      :math:`\epsilon^\theta = -\beta_t s^\theta`, i.e. denoising score matching weighted by
+      :math:`\beta_t^2` *is* DDPM noise prediction; ``"data"`` is the noise loss weighted by
+      :math:`1/\mathrm{SNR}`.
+    - ``"min_snr"`` (Hang et al. 2023, min-SNR-:math:`\gamma`): the data-prediction loss weighted
+      by :math:`\min(\mathrm{SNR}_t, \gamma)`, i.e. the noise loss weighted by
+      :math:`\min(1, \gamma/\mathrm{SNR}_t)`, with :math:`\mathrm{SNR}_t = \alpha_t^2/\beta_t^2`
+      and ``gamma = snr_gamma`` (5 in the paper).
+
+    Infinite where a factor is (e.g. ``"score"`` at :math:`\beta_t = 0`); keep ``t`` inside
+    ``(t_min, t_max)`` accordingly.
+    """
+    check_choice(name, LOSS_WEIGHTINGS, "loss weighting")
+    t = as_float(t)
+    if name == "none":
+        return jnp.ones_like(t)
+    own = noise_error_factor(sched, t, parameterization)
+    if name == "min_snr":
+        alpha, beta = sched(t)
+        target = jnp.minimum(1.0, snr_gamma * jnp.square(beta) / jnp.square(alpha))
+    else:
+        target = noise_error_factor(sched, t, name)
+    return target / own
 
 
 def conditional_matching_loss(
@@ -314,8 +381,9 @@ def make_loss(
     t_max=None,
     label_dropout: float = 0.0,
     null_label=None,
-    weighting: Optional[Callable[[Array], Array]] = None,
-    time_bins: int = 4,
+    weighting: Union[None, str, Callable[[Array], Array]] = None,
+    snr_gamma: float = 5.0,
+    time_bins: int = 0,
     coupling: Optional[Callable] = None,
     path_noise: Optional[Callable] = None,
 ) -> Callable:
@@ -360,9 +428,21 @@ def make_loss(
         velocity form too. Must be left ``None`` with a callable ``time_sampling``.
       label_dropout: probability ``p`` in ``[0, 1]`` of replacing a label by ``null_label``.
       null_label: the empty label; required when ``label_dropout > 0``.
-      weighting: optional ``lambda(t)``, one weight per example.
-      time_bins: number ``K`` of equal bins of ``[0, 1]`` for the per-time metrics (``0``
-        turns them off).
+      weighting: how each example's squared error is weighted: ``None`` (Algorithm 5 / 3-4 as
+        written), a name in :data:`LOSS_WEIGHTINGS` (see :func:`loss_weight`: ``"noise"``,
+        ``"score"``, ``"data"``, ``"velocity"`` make the loss *equal* that parameterisation's
+        unweighted loss; ``"min_snr"`` is min-SNR-gamma), or a callable ``lambda(t)`` returning
+        one weight per example. Example: a score network trained with the DDPM objective,
+        which keeps its target bounded near the data end (the unweighted score loss is
+        dominated by :math:`t \to 1`, where :math:`\epsilon/\beta_t` blows up)::
+
+            loss_fn = make_loss(model.apply, sched, parameterization="score", weighting="noise")
+            # == make_loss(model.apply, sched, parameterization="score",
+            #              weighting=lambda t: sched(t)[1] ** 2)
+
+      snr_gamma: the :math:`\gamma` of ``weighting="min_snr"``.
+      time_bins: number ``K`` of equal bins of ``[0, 1]`` for the per-time metrics; ``0``
+        (default) turns them off.
       coupling: optional ``coupling(key, x0, x1, labels=None) -> (x0, x1)`` from
         :mod:`jflow.couplings` (e.g. ``exact_ot`` for OT-CFM, ``functools.partial(sinkhorn,
         epsilon=0.1)``), applied to ``(x0, z)`` before forming :math:`x_t`. On a labelled batch it
@@ -415,8 +495,7 @@ def make_loss(
     label_dropout = float(label_dropout)
     if label_dropout > 0 and null_label is None:
         raise ValueError("label_dropout > 0 needs null_label, the label that stands for 'no label'")
-    if weighting is not None and not callable(weighting):
-        raise ValueError(f"weighting must be a callable lambda(t) or None; got {weighting!r}")
+    weighting = _named_weighting(weighting, sched, parameterization, snr_gamma)
     if not isinstance(time_bins, (int, np.integer)) or isinstance(time_bins, bool) or time_bins < 0:
         raise ValueError(f"time_bins must be an int >= 0; got {time_bins!r}")
     _check_source_options(coupling, path_noise, parameterization)
@@ -474,6 +553,20 @@ def make_loss(
         return value, metrics
 
     return loss
+
+
+def _named_weighting(weighting, sched, parameterization, snr_gamma):
+    """``weighting`` as ``None`` or a callable ``t -> w(t)`` (a name goes through :func:`loss_weight`)."""
+    if weighting is None or callable(weighting):
+        return weighting
+    if not isinstance(weighting, str):
+        raise ValueError(f"weighting must be a name in {list(LOSS_WEIGHTINGS)}, a callable lambda(t) or None; got {weighting!r}")
+    check_choice(weighting, LOSS_WEIGHTINGS, "loss weighting")
+    if weighting == "min_snr" and not (np.ndim(snr_gamma) == 0 and float(snr_gamma) > 0):
+        raise ValueError(f"snr_gamma (min-SNR gamma) must be a positive scalar; got {snr_gamma!r}")
+    if weighting == "none":
+        return None
+    return lambda t: loss_weight(weighting, sched, t, parameterization, snr_gamma=snr_gamma)
 
 
 # --------------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-r"""Samplers built on :mod:`jflow.integrators`: flow ODE, SDE extension trick, Langevin, OU, CFG.
+r"""Samplers built on :mod:`jflow.integrators`: flow ODE, SDE extension trick, Langevin, OU, CFG;
+and, re-exported here, the diffusion samplers of :mod:`jflow.exponential` (DDIM, ancestral
+DDPM, DPM-Solver++) and :mod:`jflow.predictor_corrector`.
 
 Flow time: ``t = 0`` is noise (``p_init``), ``t = 1`` is data (``p_data``). Vector fields,
 scores and drifts are called ``f(x, t, *args)`` with a scalar ``t`` (the integrators'
@@ -24,7 +26,9 @@ import numpy as np
 
 from jflow import paths
 from jflow._checks import as_float, check_choice, is_concrete
+from jflow.exponential import ddim, ddpm_ancestral, dpm_solver_pp
 from jflow.integrators import odeint, sdeint
+from jflow.predictor_corrector import predictor_corrector
 
 Array = jax.Array
 
@@ -38,6 +42,10 @@ __all__ = [
     "ou_process",
     "ou_marginal",
     "classifier_free_guidance",
+    "ddim",
+    "ddpm_ancestral",
+    "dpm_solver_pp",
+    "predictor_corrector",
 ]
 
 

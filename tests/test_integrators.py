@@ -343,3 +343,16 @@ def test_unroll_gives_the_same_result(unroll):
     np.testing.assert_allclose(I.sdeint(field, 0.5, x0, ts, key=key, unroll=unroll), ref, rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="unroll"):
         I.odeint(field, x0, ts, unroll=0)
+
+
+def test_grids_take_traced_endpoints_and_numpy_scalars():
+    """n_steps fixes the shape; endpoints and rho may be numpy scalars or traced arrays."""
+    np.testing.assert_allclose(I.power_grid(4, rho=np.float32(2.0)), [0.0, 0.4375, 0.75, 0.9375, 1.0], rtol=1e-6)
+    traced = jax.jit(lambda a, b: I.uniform_grid(4, a, b))(0.1, 0.9)
+    np.testing.assert_allclose(traced, np.linspace(0.1, 0.9, 5), rtol=1e-6)
+    traced = jax.jit(lambda r, b: I.power_grid(4, r, 0.0, b))(2.0, 0.5)
+    np.testing.assert_allclose(traced, 0.5 * np.array([0.0, 0.4375, 0.75, 0.9375, 1.0]), rtol=1e-6)
+    with pytest.raises(ValueError, match="rho must be a scalar >= 1"):
+        I.power_grid(4, rho=np.float32(0.5))
+    with pytest.raises(ValueError, match="finite and distinct"):
+        I.uniform_grid(4, np.float32(0.3), 0.3)

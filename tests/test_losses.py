@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jflow import losses
+from jflow import losses, paths, schedulers
 from jflow.marginals import GaussianMixture, marginal_field
 from jflow.schedulers import CosineScheduler, LinearScheduler
 
@@ -400,7 +400,7 @@ LOSS_VEL = losses.make_loss(_apply, LIN)
 
 @pytest.mark.parametrize("parameterization", losses.PARAMETERIZATIONS)
 def test_make_loss_matches_documented_recipe(parameterization):
-    loss_fn = losses.make_loss(_apply, LIN, parameterization=parameterization)
+    loss_fn = losses.make_loss(_apply, LIN, parameterization=parameterization, time_bins=4)
     params, batch, key = _params(), _batch(), jax.random.PRNGKey(11)
     value, metrics = loss_fn(params, batch, key)
     t_max = losses.SCORE_T_MAX if parameterization == "score" else 1.0  # default clip of the score form
@@ -458,7 +458,7 @@ def _endpoints(key, n):
 @pytest.mark.parametrize("parameterization", ["velocity", "noise", "data"])
 @pytest.mark.parametrize("sched", [LIN, COS], ids=["linear", "cosine"])
 def test_make_loss_finite_at_both_ends_with_finite_gradients(parameterization, sched):
-    loss_fn = losses.make_loss(_apply, sched, parameterization=parameterization, time_sampling=_endpoints)
+    loss_fn = losses.make_loss(_apply, sched, parameterization=parameterization, time_sampling=_endpoints, time_bins=4)
     (value, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(_params(), _batch(), jax.random.PRNGKey(0))
     assert np.isfinite(value) and value > 0
     np.testing.assert_array_equal(metrics["count_by_time"], [B // 2, 0, 0, B // 2])
@@ -486,7 +486,7 @@ def test_make_loss_options():
         time_sampling=lambda k, n: losses.sample_time(k, n, method="logit_normal", mean=0.3, std=0.5, t_min=0.1, dtype=jnp.float32),
     )
     np.testing.assert_allclose(named(params, batch, key)[0], as_callable(params, batch, key)[0], rtol=1e-6)
-    no_bins = losses.make_loss(_apply, LIN, time_bins=0)(params, batch, key)[1]
+    no_bins = losses.make_loss(_apply, LIN)(params, batch, key)[1]  # per-time bins are opt-in
     assert sorted(no_bins) == ["loss", "target_sq_norm"]
 
 
@@ -529,3 +529,55 @@ def test_make_loss_rejects_bad_batches_at_trace_time():
         jax.jit(losses.make_loss(_apply, LIN, time_sampling=lambda k, n: jnp.zeros((n, 1))))(params, _batch(), key)
     with pytest.raises(ValueError, match="one weight per example"):
         jax.jit(losses.make_loss(_apply, LIN, weighting=lambda t: t[:, None]))(params, _batch(), key)
+
+
+# ----------------------------------------------------------------------------- named weightings
+
+
+@pytest.mark.parametrize("parameterization", losses.PARAMETERIZATIONS)
+def test_noise_error_factor_relates_errors_in_float64(parameterization, x64):
+    """||P_hat - P||^2 = c_P^2 ||eps_hat - eps||^2 for predictions converted from a noise prediction."""
+    sched = schedulers.CosineScheduler()
+    key = jax.random.PRNGKey(3)
+    z, eps, eps_hat = (jax.random.normal(k, (6, 3), jnp.float64) for k in jax.random.split(key, 3))
+    t = jnp.linspace(0.1, 0.9, 6, dtype=jnp.float64)
+    x = paths.sample_conditional(sched, z, eps, t)
+    pred = paths.convert(sched, eps_hat, x, t, source="noise", target=parameterization)
+    err = losses.conditional_matching_errors(pred, sched, z, eps, t, parameterization)
+    want = losses.noise_error_factor(sched, t, parameterization) * jnp.sum((eps_hat - eps) ** 2, 1)
+    np.testing.assert_allclose(err, want, rtol=1e-10)
+
+
+def test_noise_weighted_score_loss_is_the_ddpm_loss():
+    """DSM weighted by beta_t^2 (weighting="noise") equals noise prediction with eps = -beta s."""
+    sched = schedulers.VPScheduler()
+    noise_model = lambda params, x, t, y: x @ params["W"] + t[:, None] * params["a"]  # noqa: E731
+    score_model = lambda params, x, t, y: -noise_model(params, x, t, y) / sched(t)[1][:, None]  # noqa: E731
+    params, batch, key = _params(), _batch(), jax.random.PRNGKey(21)
+    kw = dict(t_min=0.05, t_max=0.95)
+    dsm = losses.make_loss(score_model, sched, parameterization="score", weighting="noise", **kw)
+    ddpm = losses.make_loss(noise_model, sched, parameterization="noise", **kw)
+    np.testing.assert_allclose(dsm(params, batch, key)[0], ddpm(params, batch, key)[0], rtol=1e-5)
+    as_callable = losses.make_loss(score_model, sched, parameterization="score",
+                                   weighting=lambda t: sched(t)[1] ** 2, **kw)
+    np.testing.assert_allclose(dsm(params, batch, key)[0], as_callable(params, batch, key)[0], rtol=1e-6)
+
+
+def test_min_snr_weighting_formula():
+    """min-SNR-gamma: the noise loss weighted by min(1, gamma / SNR); on data loss min(SNR, gamma)."""
+    t = jnp.array([0.1, 0.5, 0.7, 0.9])
+    snr = (t / (1 - t)) ** 2  # CondOT
+    w_noise = losses.loss_weight("min_snr", LIN, t, "noise", snr_gamma=2.0)
+    np.testing.assert_allclose(w_noise, np.minimum(1.0, 2.0 / snr), rtol=1e-5)
+    w_data = losses.loss_weight("min_snr", LIN, t, "data", snr_gamma=2.0)
+    np.testing.assert_allclose(w_data, np.minimum(snr, 2.0), rtol=1e-5)
+    # CondOT factors: velocity error = noise error / t^2, so "noise" on a velocity model weights t^2
+    np.testing.assert_allclose(losses.loss_weight("noise", LIN, t, "velocity"), t**2, rtol=1e-5)
+    np.testing.assert_allclose(losses.loss_weight("none", LIN, t, "score"), 1.0)
+
+
+def test_bad_weighting_names_are_refused():
+    with pytest.raises(ValueError, match="unknown loss weighting 'beta'.*min_snr"):
+        losses.make_loss(_apply, LIN, weighting="beta")
+    with pytest.raises(ValueError, match="snr_gamma"):
+        losses.make_loss(_apply, LIN, weighting="min_snr", snr_gamma=0.0)
