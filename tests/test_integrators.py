@@ -355,4 +355,4 @@ def test_grids_take_traced_endpoints_and_numpy_scalars():
     with pytest.raises(ValueError, match="rho must be a scalar >= 1"):
         I.power_grid(4, rho=np.float32(0.5))
     with pytest.raises(ValueError, match="finite and distinct"):
-        I.uniform_grid(4, np.float32(0.3), 0.3)
+        I.uniform_grid(4, np.float32(0.5), 0.5)
