@@ -130,6 +130,44 @@ def progress(iterable=None, *, total=None, desc=None):
     return tqdm(iterable, total=total, desc=desc, disable=disable, dynamic_ncols=True)
 
 
+class Streams:
+    """Named PRNG streams of one experiment seed: every random quantity of a run has a name.
+
+    ``key(name)`` gives the stream's key and ``keys(name, runs)`` one key per vmapped run
+    (run ``r`` is ``fold_in(fold_in(PRNGKey(seed), r), index)``, the same for every method,
+    so methods compare on identical data, noise and times). The derivations are fixed
+    by :data:`OFFSETS` and :data:`RUN_STREAMS` so that results stay reproducible.
+    """
+
+    #: ``key(name) = PRNGKey(seed + offset)``.
+    OFFSETS = {"x0": 1, "metric": 3, "reference": 5, "heldout": 1_000_003}
+    #: ``keys(name, R)[r] = fold_in(fold_in(PRNGKey(seed), r), index)``.
+    RUN_STREAMS = {"init": 0, "train": 1, "sampler": 2}
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def key(self, name: str):
+        import jax
+
+        return jax.random.PRNGKey(self.seed + self.OFFSETS[name])
+
+    def keys(self, name: str, runs: int):
+        import jax
+        import jax.numpy as jnp
+
+        base = jax.random.PRNGKey(self.seed)
+        index = self.RUN_STREAMS[name]
+        return jnp.stack([jax.random.fold_in(jax.random.fold_in(base, r), index) for r in range(runs)])
+
+    @staticmethod
+    def indexed(i: int):
+        """A seed-independent key per index (e.g. per evaluation time): ``PRNGKey(10_000 + i)``."""
+        import jax
+
+        return jax.random.PRNGKey(10_000 + i)
+
+
 class Timer:
     """Context manager measuring wall time in seconds (``.seconds``)."""
 
