@@ -6,6 +6,7 @@ diffusion coefficient of an SDE. See the README for a tour and the architecture.
 """
 from jflow import (
     data,
+    fields,
     integrators,
     likelihood,
     losses,
@@ -26,6 +27,7 @@ __all__ = [
     "losses",
     "integrators",
     "sampling",
+    "fields",
     "likelihood",
     "metrics",
     "data",
