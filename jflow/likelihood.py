@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jflow._checks import as_float, check_choice, is_concrete
+from jflow._checks import as_float, check_choice, check_positive_int, is_concrete
+from jflow.fields import check_grid
 from jflow.integrators import odeint
 
 Array = jax.Array
@@ -44,8 +45,12 @@ PROBES = ("rademacher", "gaussian")
 
 
 def standard_normal_log_prob(x: Array) -> Array:
-    r""":math:`\log \mathcal N(x; 0, I) = -\frac12\|x\|^2 - \frac d2\log 2\pi`, summed over the trailing axes (shape ``(B,)``)."""
-    x = jnp.asarray(x)
+    r""":math:`\log \mathcal N(x; 0, I) = -\frac12\|x\|^2 - \frac d2\log 2\pi`, summed over the trailing axes (shape ``(B,)``).
+
+    Summed in float32 at least (a half-precision :math:`\|x\|^2` overflows for large ``d``).
+    """
+    x = as_float(x)
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     axes = tuple(range(1, x.ndim))
     d = int(np.prod(x.shape[1:]))
     return -0.5 * jnp.sum(x * x, axis=axes) - 0.5 * d * math.log(2 * math.pi)
@@ -131,7 +136,12 @@ def log_likelihood(
       x: data, shape ``(B, ...)``.
       ts: **decreasing** grid from data to noise, normally from 1 to 0, e.g.
         ``uniform_grid(n, 1.0, 0.0)``; start below 1 if ``u`` is singular at ``t = 1``
-        (the result is then the log-density of ``p_{ts[0]}``).
+        (the result is then the log-density of ``p_{ts[0]}``), end above 0 if it is
+        singular at ``t = 0`` (a velocity from a score or noise model: then ``X_{ts[-1]}``
+        is taken as a sample of ``p_0``). Outside ``jit`` a concrete grid on which
+        ``method`` evaluates a converted field (:func:`jflow.sampling.as_velocity`) where it
+        is singular raises ``ValueError`` with the grid to use; under ``jit`` with a traced
+        grid the result is NaN.
       method: ODE method of :func:`jflow.integrators.odeint` (default ``"rk4"``).
       divergence: ``"exact"`` (jacfwd, small ``d``) or ``"hutchinson"`` (needs ``key``).
       key: PRNG key for the Hutchinson probes, drawn once and fixed along the trajectory.
@@ -140,13 +150,13 @@ def log_likelihood(
       args: extra arguments for ``u`` (e.g. parameters), no recompilation when they change.
 
     Returns:
-      ``(B,)`` log-densities (nats).
+      ``(B,)`` log-densities (nats), in ``x``'s float dtype, float32 at least (a float16 or
+      bfloat16 ``x`` is integrated in float32).
     """
     check_choice(divergence, DIVERGENCES, "divergence")
     check_choice(probe, PROBES, "probe")
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = as_float(x)
+    x = as_float(x)
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # integrate in float32 at least
     if x.ndim < 2:
         raise ValueError(f"x must have a batch axis and at least one data axis, shape (B, ...); got {x.shape}")
     if is_concrete(ts):
@@ -156,13 +166,13 @@ def log_likelihood(
                 "ts must decrease from data (t=1) to noise (t=0), e.g. uniform_grid(n, 1.0, 0.0); "
                 f"got ts[0]={grid[0]}, ts[-1]={grid[-1]}"
             )
+    check_grid(u, ts, method, x.dtype, caller="log_likelihood", name="u")
     if divergence == "exact":
         value_and_div = lambda y, t: _value_and_div_exact(u, y, t, args)
     else:
         if key is None:
             raise ValueError("divergence='hutchinson' needs a PRNG key: log_likelihood(..., key=key)")
-        if not isinstance(n_probes, int) or n_probes < 1:
-            raise ValueError(f"n_probes must be a positive int; got {n_probes!r}")
+        n_probes = check_positive_int(n_probes, "n_probes", why="probes averaged per example")
         eps = _draw_probes(key, probe, n_probes, x.shape, x.dtype)
         value_and_div = lambda y, t: _value_and_div_hutchinson(u, y, t, eps, args)
 
@@ -201,14 +211,15 @@ def bits_per_dim(
     """
     if key is None:
         raise ValueError("bits_per_dim needs a PRNG key for the dequantisation noise")
+    n_bins = check_positive_int(n_bins, "n_bins", minimum=2, why="pixel values 0..n_bins-1")
     x_int = jnp.asarray(x_int)
     if is_concrete(x_int):
         v = np.asarray(x_int)
         if v.size and (np.isnan(v).any() or v.min() < 0 or v.max() > n_bins - 1 or not np.all(v == np.round(v))):
             raise ValueError(f"x_int must hold integer pixel values in [0, {n_bins - 1}]; got range [{v.min()}, {v.max()}]")
     lo, hi = (float(v) for v in data_range)
-    if not hi > lo:
-        raise ValueError(f"data_range must be (lo, hi) with hi > lo; got {data_range}")
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise ValueError(f"data_range must be finite (lo, hi) with hi > lo; got {data_range}")
     dtype = jnp.result_type(float)
     k_deq, k_probe = jax.random.split(key)
     y = (x_int.astype(dtype) + jax.random.uniform(k_deq, x_int.shape, dtype)) / n_bins

@@ -41,7 +41,8 @@ and far-apart components (where the densities themselves underflow).
 
 All functions take ``x`` of shape ``(B, d)`` (or a single point ``(d,)`` with a scalar
 ``t``) and ``t`` scalar or ``(B,)``; outside ``jit`` a ``t`` outside ``[0, 1]`` raises
-``ValueError``. Outputs have the float dtype of ``x`` (the mixture is cast to it).
+``ValueError``. Outputs have the float dtype of ``x``; they are computed in float32 at
+least (half-precision squared distances overflow) and in float64 for a float64 ``x``.
 
 Singular points: at ``t = 1`` the fields divide by :math:`v_k = s_k^2`, so they are
 singular for point masses (as the conditional fields are), and for schedulers with
@@ -83,13 +84,14 @@ _WEIGHT_TOL = 1e-4
 def _log_normal(sq, var, dim):
     r""":math:`\log \mathcal N(x; \mu, v I)` from :math:`\|x - \mu\|^2` and ``v`` (broadcast).
 
-    ``v = 0`` is a point mass: ``-inf`` off the point, ``+inf`` on it. The ``where`` keeps
-    gradients finite for ``v > 0``.
+    ``v = 0`` is a point mass: ``-inf`` off the point, ``+inf`` on it (NaN for a NaN distance).
+    The ``where`` keeps gradients finite for ``v > 0``.
     """
     positive = var > 0
     safe = jnp.where(positive, var, jnp.ones_like(var))
     value = -0.5 * sq / safe - 0.5 * dim * jnp.log(2.0 * jnp.pi * safe)
-    return jnp.where(positive, value, jnp.where(sq == 0, jnp.inf, -jnp.inf).astype(value.dtype))
+    off_point = jnp.where(sq > 0, -jnp.inf, jnp.nan)  # a NaN x stays NaN (never a finite -inf)
+    return jnp.where(positive, value, jnp.where(sq == 0, jnp.inf, off_point).astype(value.dtype))
 
 
 def _validate(means, stds, weights):
@@ -204,9 +206,11 @@ class GaussianMixture:
         x = as_float(x)
         if x.ndim < 1 or x.shape[-1] != self.dim:
             raise ValueError(f"x must have shape (..., d) with d = {self.dim}; got shape {tuple(x.shape)}")
-        means, stds, weights = (a.astype(x.dtype) for a in (self.means, self.stds, self.weights))
-        sq = jnp.sum((x[..., None, :] - means) ** 2, axis=-1)
-        return jax.nn.logsumexp(jnp.log(weights) + _log_normal(sq, stds * stds, self.dim), axis=-1)
+        dtype = jnp.promote_types(x.dtype, jnp.float32)  # half-precision squared distances overflow
+        means, stds, weights = (a.astype(dtype) for a in (self.means, self.stds, self.weights))
+        sq = jnp.sum((x.astype(dtype)[..., None, :] - means) ** 2, axis=-1)
+        log_p = jax.nn.logsumexp(jnp.log(weights) + _log_normal(sq, stds * stds, self.dim), axis=-1)
+        return log_p.astype(x.dtype)
 
     def mean(self) -> Array:
         r""":math:`E[z] = \sum_k w_k m_k`, shape ``(d,)``."""
@@ -268,7 +272,8 @@ class _Terms(NamedTuple):
     logits: Array  # (B, K)  log w_k + log N(x; alpha m_k, v_k I)
 
 
-def _terms(sched, gm, x, t) -> Tuple[_Terms, bool]:
+def _terms(sched, gm, x, t) -> Tuple[_Terms, bool, jnp.dtype]:
+    """Per-component terms in float32 at least, whether ``x`` was a single point, and ``x``'s dtype."""
     if not isinstance(gm, GaussianMixture):
         raise TypeError(f"gm must be a jflow.marginals.GaussianMixture; got {type(gm).__name__}")
     x = as_float(x)
@@ -283,7 +288,9 @@ def _terms(sched, gm, x, t) -> Tuple[_Terms, bool]:
             raise ValueError(f"a single point x of shape (d,) needs a scalar t; got t.shape={tuple(t.shape)}")
         x = x[None]
     expand_time(t, x)  # shape check: t scalar or (B,)
-    dtype = x.dtype
+    out_dtype = x.dtype
+    dtype = jnp.promote_types(x.dtype, jnp.float32)  # accumulate half-precision inputs in float32
+    x = x.astype(dtype)
     t = jnp.broadcast_to(t.astype(dtype), x.shape[:1])
     alpha, beta, d_alpha, d_beta = (jnp.asarray(c).astype(dtype) for c in derivatives(sched, t))
     means = gm.means.astype(dtype)
@@ -294,11 +301,11 @@ def _terms(sched, gm, x, t) -> Tuple[_Terms, bool]:
     diff = x[:, None, :] - alpha[:, None, None] * means
     sq = jnp.sum(diff * diff, axis=-1)
     logits = jnp.log(gm.weights.astype(dtype)) + _log_normal(sq, var, gm.dim)
-    return _Terms(alpha, beta, d_alpha, d_beta, means, stds2, var, d_var, diff, logits), single
+    return _Terms(alpha, beta, d_alpha, d_beta, means, stds2, var, d_var, diff, logits), single, out_dtype
 
 
-def _squeeze(value, single):
-    return value[0] if single else value
+def _squeeze(value, single, dtype):
+    return (value[0] if single else value).astype(dtype)
 
 
 def marginal_log_prob(sched, gm: GaussianMixture, x, t) -> Array:
@@ -310,15 +317,15 @@ def marginal_log_prob(sched, gm: GaussianMixture, x, t) -> Array:
     Flow time (``t = 0`` noise, ``t = 1`` data): equals ``gm.log_prob`` at ``t = 1`` and the
     :math:`\mathcal N(0, I)` log-density at ``t = 0`` when :math:`\alpha_0 = 0`. Returns ``(B,)``.
     """
-    terms, single = _terms(sched, gm, x, t)
-    return _squeeze(jax.nn.logsumexp(terms.logits, axis=-1), single)
+    terms, single, dtype = _terms(sched, gm, x, t)
+    return _squeeze(jax.nn.logsumexp(terms.logits, axis=-1), single, dtype)
 
 
 def posterior_weights(sched, gm: GaussianMixture, x, t) -> Array:
     r"""Posterior over components :math:`P(k | x_t = x) = w_k \mathcal N(x; \alpha_t m_k, v_k I) / p_t(x)`,
     shape ``(B, K)`` (a softmax of log-densities: exact for large ``d``). Flow time."""
-    terms, single = _terms(sched, gm, x, t)
-    return _squeeze(jax.nn.softmax(terms.logits, axis=-1), single)
+    terms, single, dtype = _terms(sched, gm, x, t)
+    return _squeeze(jax.nn.softmax(terms.logits, axis=-1), single, dtype)
 
 
 def _field(terms: _Terms, parameterization: str) -> Array:
@@ -353,8 +360,8 @@ def marginal_field(sched, gm: GaussianMixture, x, t, parameterization: str) -> A
     another). Flow time; ``x`` ``(B, d)``, ``t`` scalar or ``(B,)``; returns ``(B, d)``.
     """
     check_choice(parameterization, ("velocity", "score", "noise", "data"), "parameterization")
-    terms, single = _terms(sched, gm, x, t)
-    return _squeeze(_field(terms, parameterization), single)
+    terms, single, dtype = _terms(sched, gm, x, t)
+    return _squeeze(_field(terms, parameterization), single, dtype)
 
 
 def marginal_velocity(sched, gm: GaussianMixture, x, t) -> Array:

@@ -5,16 +5,22 @@ DDPM, DPM-Solver++) and :mod:`jflow.predictor_corrector`.
 Flow time: ``t = 0`` is noise (``p_init``), ``t = 1`` is data (``p_data``). Vector fields,
 scores and drifts are called ``f(x, t, *args)`` with a scalar ``t`` (the integrators'
 convention); ``args`` carries values such as network parameters, labels or the guidance
-scale, so changing them does not recompile a jitted sampler.
+scale, so changing them does not recompile a jitted sampler. :func:`as_field` makes a
+model's ``apply(params, x, t, y)`` such a field; :func:`as_velocity` / :func:`as_score`
+convert a network of any parameterisation (all three live in :mod:`jflow.fields`).
 
-Singular times. Fields obtained by conversion (:func:`jflow.paths.convert`) are undefined
-at one end of ``[0, 1]``: every score, and a velocity built from a data prediction, is
-singular at ``t = 1`` (:math:`\beta_1 = 0`); a velocity built from a score or noise
-prediction is singular at ``t = 0`` (:math:`\alpha_0 = 0`). Every method evaluates the
-field at ``ts[0]``; Euler, Euler-Maruyama and midpoint (which uses ``t + h/2``) never
-evaluate it at ``ts[-1]``, Heun and RK4 do. Start at ``t0 = eps`` for fields singular at 0, and
-end at ``1 - eps`` with Heun/RK4 for fields singular at 1: e.g.
-``uniform_grid(n, 1e-3, 1.0)``, ``power_grid(n, 2.0, 1e-3, 1 - 1e-3)`` or ``edm_grid(n)``.
+Singular times. Fields obtained by conversion are undefined at one end of ``[0, 1]``:
+every score, and a velocity built from a data prediction, is singular at ``t = 1``
+(:math:`\beta_1 = 0`); a velocity built from a score or noise prediction is singular at
+``t = 0`` (:math:`\alpha_0 = 0`). Every method evaluates the field at ``ts[0]``; Euler,
+Euler-Maruyama and midpoint (which uses ``t + h/2``) never evaluate it at ``ts[-1]``, Heun
+and RK4 do (:func:`jflow.fields.evaluation_times`). Outside ``jit``, :func:`sample_ode` and
+:func:`sample_sde` raise ``ValueError`` (with the grid to use) when a concrete grid would
+evaluate a converted field where it is singular; under ``jit`` with a traced grid (or a
+grid built inside the jitted function) they cannot check, and the samples are NaN. Start at
+``t0 = eps`` for fields singular at 0, and end at ``1 - eps`` with Heun/RK4 for fields
+singular at 1: e.g. ``uniform_grid(n, t0=1e-3)``, ``power_grid(n, 2.0, 1e-3, 1 - 1e-3)`` or
+``edm_grid(n)``.
 """
 from __future__ import annotations
 
@@ -24,9 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jflow import paths
-from jflow._checks import as_float, check_choice, is_concrete
+from jflow._checks import as_float, check_positive_int, is_concrete
 from jflow.exponential import ddim, ddpm_ancestral, dpm_solver_pp
+from jflow.fields import as_field, as_score, as_velocity, check_grid
 from jflow.integrators import odeint, sdeint
 from jflow.predictor_corrector import predictor_corrector
 
@@ -35,6 +41,7 @@ Array = jax.Array
 __all__ = [
     "sample_ode",
     "sample_sde",
+    "as_field",
     "sde_extension_drift",
     "as_velocity",
     "as_score",
@@ -70,8 +77,27 @@ def sample_ode(u: Callable, x0, ts, *, method: str = "euler", trajectory: bool =
     distribution for a flow trained by bridging (:func:`jflow.paths.bridge`). Any
     ``method`` and grid of :func:`jflow.integrators.odeint` work; ``ts`` must lie in [0, 1].
     Returns ``X_{ts[-1]}`` (or the trajectory).
+
+    A field converted from a score, noise or data model (:func:`as_velocity`) is singular
+    at one end of ``[0, 1]``: outside ``jit`` a concrete grid on which ``method`` would
+    evaluate it there raises ``ValueError`` naming the grid to use (e.g.
+    ``uniform_grid(n, t0=1e-3)`` for a noise model); under ``jit`` with a traced grid the
+    samples come out NaN (module docstring).
     """
-    return odeint(u, x0, _check_unit_grid(ts), method=method, trajectory=trajectory, args=args)
+    _check_fields(ts, method, x0, "sample_ode", u=u)
+    return odeint(u, x0, ts, method=method, trajectory=trajectory, args=args)
+
+
+_ALTERNATIVES = ", or a sampler that handles that end (jflow.sampling.ddim / dpm_solver_pp)"
+
+
+def _check_fields(ts, method, x0, caller, **fields):
+    """``check_grid`` for each named field, in the state's float dtype (after the unit-interval check)."""
+    _check_unit_grid(ts)
+    leaves = jax.tree_util.tree_leaves(x0)
+    dtype = jnp.result_type(*leaves) if leaves else jnp.result_type(float)
+    for name, field in fields.items():
+        check_grid(field, ts, method, dtype, caller=caller, name=name, alternatives=_ALTERNATIVES)
 
 
 def _sigma_fn(sigma):
@@ -119,50 +145,14 @@ def sample_sde(
     gives the Euler flow sampler (the "probability flow ODE"). The drift is evaluated at
     the left point of each step, so a grid ending at ``t = 1`` never evaluates the score
     where it is singular; a grid starting at ``t = 0`` needs ``u`` finite at 0 (start at
-    ``eps`` if ``u`` was converted from a score or noise model). ``x0`` is a sample of
-    ``p_init`` (N(0, I) for Gaussian paths).
+    ``eps`` if ``u`` was converted from a score or noise model: outside ``jit`` a concrete
+    grid that starts there raises ``ValueError``; under ``jit`` the samples are NaN).
+    ``x0`` is a sample of ``p_init`` (N(0, I) for Gaussian paths).
     """
+    _check_fields(ts, "euler_maruyama", x0, "sample_sde", u=u, score=score)
     drift = sde_extension_drift(u, score, sigma)
     sig = _sigma_fn(sigma)
-    return sdeint(drift, sig, x0, _check_unit_grid(ts), key=key, trajectory=trajectory, args=args)
-
-
-def as_velocity(fn: Callable, sched, parameterization: str) -> Callable:
-    r"""Turn a network of any parameterisation into the velocity field :math:`u_t(x)`.
-
-    ``fn(x, t, *args)`` predicts ``parameterization`` in ``{"velocity", "score", "noise",
-    "data"}``; the returned ``u(x, t, *args)`` applies :func:`jflow.paths.convert`. E.g.
-    from a score model (lecture "conversion formula"):
-    :math:`u_t(x) = \big(\beta_t^2\frac{\dot\alpha_t}{\alpha_t} - \dot\beta_t\beta_t\big)\nabla\log p_t(x) + \frac{\dot\alpha_t}{\alpha_t}x`,
-    singular at ``t = 0``; from a data prediction singular at ``t = 1``.
-    """
-    check_choice(parameterization, paths.PARAMETERIZATIONS, "parameterization")
-    if parameterization == "velocity":
-        return fn
-
-    def u(x, t, *args):
-        return paths.convert(sched, fn(x, t, *args), x, t, source=parameterization, target="velocity")
-
-    return u
-
-
-def as_score(fn: Callable, sched, parameterization: str) -> Callable:
-    r"""Turn a network of any parameterisation into the score :math:`\nabla\log p_t(x)`.
-
-    E.g. from a velocity model
-    :math:`\nabla\log p_t(x) = \frac{\alpha_t u_t(x) - \dot\alpha_t x}{\beta_t^2\dot\alpha_t - \alpha_t\dot\beta_t\beta_t}`,
-    from a noise model :math:`-\epsilon_t(x)/\beta_t`; singular at ``t = 1``
-    (:math:`\beta_1 = 0`). Used by :func:`sample_sde` so that a flow-matching network
-    can be sampled stochastically.
-    """
-    check_choice(parameterization, paths.PARAMETERIZATIONS, "parameterization")
-    if parameterization == "score":
-        return fn
-
-    def score(x, t, *args):
-        return paths.convert(sched, fn(x, t, *args), x, t, source=parameterization, target="score")
-
-    return score
+    return sdeint(drift, sig, x0, ts, key=key, trajectory=trajectory, args=args)
 
 
 def langevin(
@@ -185,9 +175,10 @@ def langevin(
     advection cancels the diffusion) and, for a well-behaved ``p``, the law of ``X_s``
     converges to ``p`` from any start (up to an O(step_size) discretisation bias).
     ``score(x, *args)`` takes no time; ``step_size`` and ``sigma`` may be traced arrays.
+    For a time-dependent score (a model, :func:`as_score`) at a fixed flow time ``t``,
+    pass ``lambda x, *a: score(x, t, *a)``.
     """
-    if not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"n_steps must be a positive Python int; got {n_steps!r}")
+    n_steps = check_positive_int(n_steps, "n_steps", why="it fixes the number of scan steps")
     x0 = jnp.asarray(x0)
     h = as_float(step_size).astype(x0.dtype)
     if is_concrete(h) and not bool(h > 0):
@@ -202,18 +193,23 @@ def langevin(
     return sdeint(drift, sig, x0, ts, key=key, trajectory=trajectory, args=args)
 
 
+def _check_nonnegative(value, name: str):
+    if is_concrete(value) and not bool(jnp.all(value >= 0)):
+        raise ValueError(f"{name} must be >= 0 (finite); got {np.asarray(value)}")
+    return value
+
+
 def ou_process(x0: Array, ts, *, key: Array, theta, sigma, trajectory: bool = False) -> Array:
     r"""The Ornstein-Uhlenbeck process :math:`dX_t = -\theta X_t\,dt + \sigma\,dW_t` (lecture notes 004).
 
     Simulated with Euler-Maruyama on ``ts`` (any increasing grid, not restricted to
-    ``[0, 1]``). As ``t -> inf`` the law tends to :math:`\mathcal N(0, \frac{\sigma^2}{2\theta} I)`;
-    :func:`ou_marginal` gives the exact law at any time. ``theta`` and ``sigma`` may be
+    ``[0, 1]``). For :math:`\theta > 0`, as ``t -> inf`` the law tends to
+    :math:`\mathcal N(0, \frac{\sigma^2}{2\theta} I)`; :math:`\theta = 0` is Brownian motion.
+    :func:`ou_marginal` gives the exact law at any time. ``theta >= 0`` and ``sigma`` may be
     traced arrays (no recompilation when they change).
     """
     x0 = jnp.asarray(x0)
-    th = as_float(theta).astype(x0.dtype)
-    if is_concrete(th) and not bool(jnp.all(th > 0)):
-        raise ValueError(f"theta must be > 0; got {th}")
+    th = _check_nonnegative(as_float(theta).astype(x0.dtype), "theta")
     return sdeint(
         lambda x, t, th_: -th_ * x,
         lambda t, th_: as_float(sigma).astype(x0.dtype),
@@ -226,15 +222,26 @@ def ou_process(x0: Array, ts, *, key: Array, theta, sigma, trajectory: bool = Fa
 
 
 def ou_marginal(x0, t, *, theta, sigma):
-    r"""Exact law of the OU process at time ``t`` given :math:`X_0 = x_0`: returns ``(mean, std)``,
+    r"""Exact law of the OU process at time ``t >= 0`` given :math:`X_0 = x_0`: returns ``(mean, std)``,
 
-    .. math:: X_t \sim \mathcal N\Big(x_0 e^{-\theta t},\; \frac{\sigma^2}{2\theta}(1 - e^{-2\theta t}) I\Big).
+    .. math:: X_t \sim \mathcal N\Big(x_0 e^{-\theta t},\; \sigma^2\,\frac{-\operatorname{expm1}(-2\theta t)}{2\theta} I\Big),
+              \qquad -\operatorname{expm1}(-2\theta t) = 1 - e^{-2\theta t}.
+
+    ``expm1`` keeps the variance accurate for small :math:`\theta t` (no cancellation in
+    :math:`1 - e^{-2\theta t}`), and at ``theta = 0`` the limit is returned exactly:
+    Brownian motion, :math:`\mathcal N(x_0, \sigma^2 t I)`. ``t = inf`` gives the stationary
+    law :math:`\mathcal N(0, \frac{\sigma^2}{2\theta} I)` for ``theta > 0``. ``theta >= 0`` and
+    ``t >= 0`` (checked outside ``jit``); ``std`` is :math:`|\sigma|` times the square root.
     """
-    x0 = jnp.asarray(x0)
+    x0 = as_float(x0)
     t, theta, sigma = (as_float(v).astype(x0.dtype) for v in (t, theta, sigma))
-    decay = jnp.exp(-theta * t)
-    std = sigma * jnp.sqrt((1.0 - decay * decay) / (2.0 * theta))
-    return x0 * decay, jnp.broadcast_to(std, jnp.shape(x0 * decay))
+    _check_nonnegative(t, "t")
+    _check_nonnegative(theta, "theta")
+    positive = theta > 0
+    safe = jnp.where(positive, theta, 1.0)  # keeps the unused branch (and its gradient) finite
+    var_over_sigma2 = jnp.where(positive, -jnp.expm1(-2.0 * safe * t) / (2.0 * safe), t)
+    mean = x0 * jnp.exp(-theta * t)
+    return mean, jnp.broadcast_to(jnp.abs(sigma) * jnp.sqrt(var_over_sigma2), jnp.shape(mean))
 
 
 def _broadcast_weight(w, x):
@@ -268,7 +275,8 @@ def classifier_free_guidance(u: Callable, null_label) -> Callable:
     a jitted sampler does not recompile when it changes. The conditional and
     unconditional branches are one call of ``u`` on a doubled batch: ``x`` and ``y``
     are concatenated with ``x`` and ``null_label`` along the batch axis (a ``(B,)`` ``t``
-    too). ``null_label`` is a scalar or array broadcastable to ``y``'s shape.
+    too). ``null_label`` is a scalar or array broadcastable to ``y``'s shape. For a flax
+    model: ``classifier_free_guidance(as_field(model.apply, params), model.null_label)``.
     """
 
     def guided(x, t, y, w, *rest):
@@ -287,4 +295,6 @@ def classifier_free_guidance(u: Callable, null_label) -> Callable:
         u_y, u_null = jnp.split(out, 2, axis=0)
         return (1.0 - wb) * u_null + wb * u_y
 
+    if hasattr(u, "finite_at"):  # a guided converted field is singular where u is (jflow.fields.check_grid)
+        guided.finite_at = u.finite_at
     return guided

@@ -57,6 +57,12 @@ def _concrete_min(value) -> float | None:
     return float(np.min(np.asarray(value)))
 
 
+def _finite_and(value, condition) -> bool:
+    """True when every entry of the concrete ``value`` is finite and satisfies ``condition``."""
+    v = np.asarray(value, np.float64)
+    return bool(np.all(np.isfinite(v)) and np.all(condition(v)))
+
+
 class Scheduler(abc.ABC):
     r"""Base class: subclasses implement ``alpha_beta(t)`` and may override ``derivatives(t)``.
 
@@ -146,9 +152,8 @@ class PolynomialScheduler(Scheduler):
     n: float = 2.0
 
     def __post_init__(self):
-        n_min = _concrete_min(self.n)
-        if n_min is not None and not n_min > 0:
-            raise ValueError(f"PolynomialScheduler needs an exponent n > 0; got n={self.n}")
+        if _concrete_min(self.n) is not None and not _finite_and(self.n, lambda n: n > 0):
+            raise ValueError(f"PolynomialScheduler needs a finite exponent n > 0; got n={self.n}")
 
     def alpha_beta(self, t):
         alpha = t**self.n
@@ -216,12 +221,12 @@ class VPScheduler(Scheduler):
     beta_max: float = 20.0
 
     def __post_init__(self):
-        lo, hi = _concrete_min(self.beta_min), _concrete_min(self.beta_max)
-        if lo is not None and hi is not None:
-            if not (lo >= 0 and hi > 0 and np.all(np.asarray(self.beta_max) >= np.asarray(self.beta_min))):
+        if _concrete_min(self.beta_min) is not None and _concrete_min(self.beta_max) is not None:
+            lo, hi = np.asarray(self.beta_min), np.asarray(self.beta_max)
+            if not (_finite_and(lo, lambda v: v >= 0) and _finite_and(hi, lambda v: (v > 0) & (v >= lo))):
                 raise ValueError(
-                    f"VPScheduler needs 0 <= beta_min <= beta_max and beta_max > 0; got "
-                    f"beta_min={self.beta_min}, beta_max={self.beta_max}"
+                    f"VPScheduler needs finite 0 <= beta_min <= beta_max with beta_max > 0, e.g. "
+                    f"VPScheduler(beta_min=0.1, beta_max=20.0); got beta_min={self.beta_min}, beta_max={self.beta_max}"
                 )
 
     def _integral(self, t):

@@ -159,3 +159,31 @@ def test_bits_per_dim_closed_form():
 def test_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_singular_end_of_a_converted_field_raises_and_a_shorter_grid_works():
+    from jflow.sampling import as_velocity
+
+    # data N(0, I) on the CondOT path: p_t = N(0, v_t I), v_t = t^2 + (1 - t)^2, score -x / v_t
+    score_model = lambda x, t: -x / (t * t + (1.0 - t) ** 2)
+    u = as_velocity(score_model, SCHED, "score")  # singular at t = 0 (alpha_0 = 0)
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 2))
+    with pytest.raises(ValueError, match=r"log_likelihood: u .* singular at t = 0 .*uniform_grid\(8, t0=1, t1=0.001\)"):
+        L.log_likelihood(u, x, I.uniform_grid(8, 1.0, 0.0))  # rk4 evaluates the last step's right end, t = 0
+    # stopping at t = 1e-3, where p_t = N(0, 0.998 I) is taken as N(0, I): log N(x; 0, I) up to O(1e-3)
+    ll = L.log_likelihood(u, x, I.uniform_grid(8, 1.0, 1e-3))
+    np.testing.assert_allclose(ll, L.standard_normal_log_prob(x), atol=5e-3)
+
+
+def test_half_precision_data_is_integrated_in_float32():
+    x = jax.random.normal(jax.random.PRNGKey(3), (4, 3)) * 4.0
+    ts = I.uniform_grid(8, 1.0, 0.0)
+    ll16 = L.log_likelihood(u_scale, x.astype(jnp.float16), ts, args=(0.3,))
+    ll32 = L.log_likelihood(u_scale, x.astype(jnp.float16).astype(jnp.float32), ts, args=(0.3,))
+    assert ll16.dtype == jnp.float32
+    np.testing.assert_allclose(ll16, ll32, rtol=1e-6)
+    big = jnp.full((1, 3000), 8.0, jnp.float16)  # |x|^2 = 192000 overflows float16
+    np.testing.assert_allclose(L.standard_normal_log_prob(big), -0.5 * 192000 - 1500 * math.log(2 * math.pi), rtol=1e-6)
+    # numpy integers are accepted where a Python int is expected
+    hutch = L.log_likelihood(u_scale, x, ts, divergence="hutchinson", key=jax.random.PRNGKey(1), n_probes=np.int64(2), args=(0.3,))
+    np.testing.assert_allclose(hutch, L.log_likelihood(u_scale, x, ts, args=(0.3,)), rtol=1e-5)  # a x: tr = 3a exactly

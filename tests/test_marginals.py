@@ -88,6 +88,23 @@ def test_point_mass_log_prob(x64):
     np.testing.assert_allclose(empirical.weights, [1 / 3] * 3)
     np.testing.assert_array_equal(empirical.stds, 0.0)
     np.testing.assert_array_equal(_log_prob(empirical, jnp.asarray([MEANS[2], X[0]])), [np.inf, -np.inf])
+    # a NaN point is NaN (not -inf "off every atom"), under jit too
+    nan_x = jnp.asarray([X[0], [np.nan, 0.0]])
+    assert np.isnan(np.asarray(_log_prob(empirical, nan_x))[1])
+    assert np.isnan(np.asarray(jax.jit(M.marginal_log_prob, static_argnums=0)(S.LinearScheduler(), empirical, nan_x, 1.0))[1])
+
+
+def test_half_precision_points_are_accumulated_in_float32():
+    # d = 8 coordinates of 100: |x - m|^2 ~ 8e4 overflows float16 (max 65504); the result is in x's dtype
+    gm = M.GaussianMixture(jnp.zeros((2, 8)).at[1].set(1.0), jnp.asarray([40.0, 60.0]))
+    x = jnp.full((3, 8), 100.0).at[1].set(-100.0)
+    for dtype in (jnp.float16, jnp.bfloat16):
+        got = gm.log_prob(x.astype(dtype))
+        assert got.dtype == dtype
+        np.testing.assert_allclose(np.asarray(got, np.float32), gm.log_prob(x), rtol=1e-2)
+    u = M.marginal_velocity(S.LinearScheduler(), gm, x.astype(jnp.float16), 0.9)
+    assert u.dtype == jnp.float16
+    np.testing.assert_allclose(np.asarray(u, np.float32), M.marginal_velocity(S.LinearScheduler(), gm, x, 0.9), rtol=1e-2)
 
 
 def test_mean_and_covariance_closed_form(x64):

@@ -214,3 +214,94 @@ def test_classifier_accuracy():
     assert float(metrics.classifier_accuracy(classify, x, labels, batch_size=3)) == 0.75
     with pytest.raises(ValueError, match="labels"):
         metrics.classifier_accuracy(classify, x, labels[:3])
+
+
+# --------------------------------------------------------------------------- NaN, half precision, degenerate inputs
+
+_KEY = jax.random.PRNGKey(0)
+_TS = jnp.array([0.0, 0.5, 1.0])
+
+
+def _classify(v):
+    return jnp.concatenate([-v[:, :1], v[:, :1]], axis=1)  # class 1 iff v[:, 0] > 0
+
+
+# each metric as a function of one (4, 2) sample set (NaN goes into it), returning a pytree of floats
+_METRICS = {
+    "energy_distance": lambda x: metrics.energy_distance(x, jnp.zeros((3, 2))),
+    "mmd": lambda x: metrics.mmd(jnp.zeros((3, 2)), x),
+    "sliced_wasserstein": lambda x: metrics.sliced_wasserstein(x, x + 1.0, key=_KEY, num_projections=4),
+    "median_bandwidth": lambda x: metrics.median_bandwidth(x, jnp.ones((2, 2))),
+    "path_straightness": lambda x: metrics.path_straightness(jnp.stack([x, 2.0 * x, 3.0 * x]), _TS),
+    "negative_log_likelihood": lambda x: metrics.negative_log_likelihood(lambda y, t: 0.1 * y, x, _TS[::-1]),
+    "classifier_accuracy": lambda x: metrics.classifier_accuracy(_classify, x, jnp.array([0, 1, 1, 0])),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_METRICS))
+def test_metric_of_nan_samples_is_nan_under_jit_and_vmap_and_raises_eagerly(name):
+    fn = _METRICS[name]
+    clean = jnp.array([[0.5, 1.0], [-1.0, 0.2], [2.0, -0.3], [-0.7, -1.1]])
+    bad = clean.at[1, 0].set(jnp.nan)
+    with pytest.raises(ValueError, match="NaN"):
+        fn(bad)
+    both = jax.vmap(fn)(jnp.stack([clean, bad, clean.at[2, 1].set(jnp.inf)]))  # vmap traces the values
+    for leaf in jax.tree_util.tree_leaves(both):
+        assert np.isfinite(leaf[0]) and np.isnan(leaf[1]) and np.isnan(leaf[2]), (name, leaf)
+    for leaf in jax.tree_util.tree_leaves(jax.jit(fn)(bad)):
+        assert np.isnan(leaf), (name, leaf)
+
+
+def test_host_metrics_refuse_a_trace_and_nan_statistics():
+    with pytest.raises(ValueError, match="host"):
+        jax.jit(metrics.wasserstein2)(jnp.zeros((3, 2)), jnp.ones((3, 2)))
+    with pytest.raises(ValueError, match="host"):
+        jax.jit(metrics.frechet_distance)(jnp.zeros((3, 2)), jnp.ones((3, 2)))
+    eye = np.eye(2)
+    with pytest.raises(ValueError, match="sigma2 contains NaN"):
+        metrics.frechet_distance_from_statistics(np.zeros(2), eye, np.zeros(2), eye * np.nan)
+
+
+def test_half_precision_samples_are_accumulated_in_float32():
+    # pairwise squared norms of these points (~1e5) overflow float16 (max 65504)
+    x = jnp.round(_normal(12, (64, 8)) * 60.0)  # integers: exact in float16, so y - x is exactly 30
+    y = x + 30.0
+    for metric in (metrics.energy_distance, lambda a, b: metrics.mmd(a, b, bandwidths=(100.0, 300.0))):
+        want = metric(x, y)
+        for dtype in (jnp.float16, jnp.bfloat16):
+            got = metric(x.astype(dtype), y.astype(dtype))
+            assert got.dtype == jnp.float32
+            if dtype == jnp.float16:  # the same values, float32 arithmetic: the same result
+                np.testing.assert_allclose(got, want, rtol=1e-6)
+            assert np.isfinite(got) and float(got) > 0
+    traj = jnp.stack([x, y]).astype(jnp.float16)
+    s = metrics.path_straightness(traj, jnp.array([0.0, 1.0]))
+    np.testing.assert_allclose(s.kinetic_energy, 8 * 30.0**2, rtol=1e-6)  # |y - x|^2 = 8 * 30^2, no overflow
+
+
+def test_degenerate_inputs_raise():
+    u = lambda y, t: y
+    with pytest.raises(ValueError, match="at least one example"):
+        metrics.negative_log_likelihood(u, jnp.zeros((0, 2)), _TS[::-1])
+    with pytest.raises(ValueError, match="at least one sample"):
+        metrics.classifier_accuracy(_classify, jnp.zeros((0, 2)), jnp.zeros((0,), int))
+    with pytest.raises(ValueError, match="N >= 1 trajectories"):
+        metrics.path_straightness(jnp.zeros((3, 0, 2)), _TS)
+    with pytest.raises(ValueError, match="at least one value per sample"):
+        metrics.energy_distance(jnp.zeros((3, 0)), jnp.zeros((3, 0)))
+
+
+def test_classifier_accuracy_labels_outside_the_classes():
+    x = jnp.array([[-2.0], [-1.0], [1.0], [2.0]])
+    classify = lambda v: jnp.concatenate([-v, v], axis=1)  # two classes
+    for labels in (jnp.array([0, 1, 2, 1]), jnp.array([0, -1, 1, 1])):
+        with pytest.raises(ValueError, match=r"in \[0, 2\)"):
+            metrics.classifier_accuracy(classify, x, labels)
+        assert np.isnan(jax.jit(lambda a, b: metrics.classifier_accuracy(classify, a, b))(x, labels))
+    with pytest.raises(ValueError, match="NaN or inf logits"):
+        metrics.classifier_accuracy(lambda v: jnp.full((v.shape[0], 2), jnp.nan), x, jnp.array([0, 1, 1, 1]))
+    # numpy integers are accepted where a Python int is expected
+    got = metrics.classifier_accuracy(classify, x, jnp.array([0, 1, 1, 1]), batch_size=np.int64(3))
+    assert float(got) == 0.75
+    a = metrics.sliced_wasserstein(x, x + 1.0, key=_KEY, num_projections=np.int32(2))
+    np.testing.assert_allclose(a, 1.0, rtol=1e-6)  # in 1-D every direction is +-1: exactly the shift

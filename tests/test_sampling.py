@@ -258,3 +258,164 @@ def test_concrete_grid_captured_inside_jit():
     bad = jnp.linspace(0.0, 1.5, 5)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         jax.jit(lambda x0: S.sample_ode(lambda x, t: -x, x0, bad))(jnp.ones((3, 2)))
+
+
+# ------------------------------------------------------------------- singular ends of converted fields
+
+from jflow import fields as F  # noqa: E402
+from jflow.schedulers import VPScheduler  # noqa: E402
+
+
+def _model(param):
+    """The exact marginal field of GM in ``param`` (a perfect network of that parameterisation)."""
+    return lambda x, t: M.marginal_field(SCHED, GM, x, t, param)
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint", "heun", "rk4", "euler_maruyama"])
+def test_evaluation_times_are_the_times_the_integrator_evaluates(method):
+    seen = []
+    record = lambda t: seen.append(float(t))
+
+    def u(x, t):
+        jax.debug.callback(record, t)
+        return -x
+
+    ts = np.array([0.0, 0.1, 0.4, 1.0], np.float32)
+    if method == "euler_maruyama":
+        jax.block_until_ready(I.sdeint(u, 0.0, jnp.ones((1, 1)), ts, key=jax.random.PRNGKey(0)))
+    else:
+        jax.block_until_ready(I.odeint(u, jnp.ones((1, 1)), ts, method=method))
+    np.testing.assert_array_equal(F.evaluation_times(method, ts), np.unique(np.float32(seen)))
+    assert (1.0 in seen) == (method in ("heun", "rk4"))  # only these evaluate ts[-1]
+
+
+def test_singular_ends_follow_the_scheduler():
+    ident = lambda x, t: x
+    assert S.as_velocity(ident, SCHED, "noise").singular_ends == (0.0,)  # alpha_0 = 0
+    assert S.as_velocity(ident, SCHED, "score").singular_ends == (0.0,)
+    assert S.as_velocity(ident, SCHED, "data").singular_ends == (1.0,)  # beta_1 = 0
+    assert S.as_score(ident, SCHED, "velocity").singular_ends == (1.0,)
+    assert S.as_velocity(ident, VPScheduler(), "noise").singular_ends == (1.0,)  # alpha_0 > 0, d beta_1 = -inf
+    assert S.as_velocity(ident, SCHED, "velocity") is ident
+    # a chain of conversions is singular where any link is
+    assert S.as_velocity(S.as_score(ident, SCHED, "velocity"), SCHED, "score").singular_ends == (0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "call, fix",
+    [
+        (lambda x0, ts: S.sample_ode(S.as_velocity(_model("noise"), SCHED, "noise"), x0, ts), "t0=0.001, t1=1"),
+        (lambda x0, ts: S.sample_ode(S.as_velocity(_model("score"), SCHED, "score"), x0, ts, method="rk4"), "t0=0.001, t1=1"),
+        (lambda x0, ts: S.sample_ode(S.as_velocity(_model("data"), SCHED, "data"), x0, ts, method="heun"), "method='euler'"),
+        (
+            lambda x0, ts: S.sample_sde(
+                S.as_velocity(_model("noise"), SCHED, "noise"), S.as_score(_model("noise"), SCHED, "noise"), 0.5, x0, ts,
+                key=jax.random.PRNGKey(0),
+            ),
+            "t0=0.001",
+        ),
+        (
+            lambda x0, ts: S.sample_ode(
+                S.classifier_free_guidance(S.as_velocity(lambda x, t, y: _model("noise")(x, t), SCHED, "noise"), NULL),
+                x0, ts, args=(jnp.zeros((4,), int), 2.0),
+            ),
+            "t0=0.001",
+        ),
+    ],
+)
+def test_default_grid_through_a_singular_end_raises_with_the_fix(call, fix):
+    x0 = jax.random.normal(jax.random.PRNGKey(5), (4, 2))
+    with pytest.raises(ValueError, match="singular at t = ") as err:
+        call(x0, I.uniform_grid(8))
+    assert fix in str(err.value) and "\n" not in str(err.value)
+    assert "ddim" in str(err.value)
+
+
+def test_grids_that_avoid_the_singular_end_sample_finite_values():
+    x0 = jax.random.normal(jax.random.PRNGKey(5), (4, 2))
+    u_noise = S.as_velocity(_model("noise"), SCHED, "noise")
+    u_data = S.as_velocity(_model("data"), SCHED, "data")
+    outs = [
+        S.sample_ode(u_noise, x0, I.uniform_grid(8, t0=1e-3)),
+        S.sample_ode(u_data, x0, I.uniform_grid(8)),  # Euler never evaluates t = 1
+        S.sample_ode(u_data, x0, I.uniform_grid(8, t1=1 - 1e-3), method="heun"),
+        # the velocity model's score is singular at 1 only, which Euler-Maruyama never evaluates
+        S.sample_sde(u_exact, S.as_score(u_exact, SCHED, "velocity"), 0.5, x0, I.uniform_grid(8), key=jax.random.PRNGKey(0)),
+    ]
+    assert all(bool(jnp.all(jnp.isfinite(o))) for o in outs)
+    # under jit a concrete grid captured by the sampler is still checked; a traced one cannot be, and the
+    # documented result is NaN, not a finite number
+    grid = I.uniform_grid(2)
+    with pytest.raises(ValueError, match="singular"):
+        jax.jit(lambda x: S.sample_ode(u_noise, x, grid))(x0)
+    traced = jax.jit(lambda ts: S.sample_ode(u_noise, x0, ts))(grid)
+    assert bool(jnp.all(jnp.isnan(traced)))
+
+
+# ------------------------------------------------------------------- as_field: a flax model as a field
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    from jflow.models import MLP
+
+    model = MLP(width=8, depth=1, num_classes=3, time_features=8)
+    x = jnp.zeros((4, 2))
+    return model, model.init(jax.random.PRNGKey(0), x, jnp.zeros((4,)), jnp.zeros((4,), int))
+
+
+def test_as_field_equals_the_hand_written_lambda(mlp):
+    model, params = mlp
+    x0 = jax.random.normal(jax.random.PRNGKey(1), (4, 2))
+    y = jnp.array([0, 1, 2, 1])
+    ts = I.uniform_grid(3, t0=0.1, t1=0.9)
+    by_hand = lambda x, t: model.apply(params, x, jnp.full((x.shape[0],), t), y)
+    np.testing.assert_allclose(S.sample_ode(S.as_field(model.apply, params, y=y), x0, ts), S.sample_ode(by_hand, x0, ts), rtol=1e-6)
+    # a noise model in one call: as_velocity(as_field(...))
+    u = S.as_velocity(S.as_field(model.apply, params), SCHED, "noise")
+    eps_hat = model.apply(params, x0, jnp.full((4,), 0.3))
+    want = paths_convert(eps_hat, x0, 0.3)
+    np.testing.assert_allclose(u(x0, 0.3), want, rtol=1e-6)
+    # classifier-free guidance (Algorithm 8) with the labels and the scale as sampler arguments
+    guided = S.classifier_free_guidance(S.as_field(model.apply, params), model.null_label)
+    w = 2.5
+    u_y, u_null = model.apply(params, x0, jnp.full((4,), 0.3), y), model.apply(params, x0, jnp.full((4,), 0.3))
+    np.testing.assert_allclose(guided(x0, 0.3, y, w), (1 - w) * u_null + w * u_y, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="model.apply"):
+        S.as_field(model, params)
+
+
+def test_as_field_broadcasts_a_scalar_time_and_passes_labels_and_args():
+    calls = []
+    apply_fn = lambda p, x, t, *rest: calls.append((p, t.shape, rest)) or x
+    S.as_field(apply_fn, "params")(jnp.zeros((5, 2)), 0.5, "extra")
+    S.as_field(apply_fn, "params", y="labels")(jnp.zeros((5, 2)), jnp.full((5,), 0.5))
+    assert calls == [("params", (5,), ("extra",)), ("params", (5,), ("labels",))]
+
+
+def paths_convert(value, x, t):
+    from jflow import paths
+
+    return paths.convert(SCHED, value, x, t, source="noise", target="velocity")
+
+
+# ------------------------------------------------------------------- OU with theta = 0 and small theta
+
+
+def test_ou_marginal_brownian_limit_and_small_theta(x64):
+    x0 = jnp.array([[1.5, -2.0]])
+    mean, std = S.ou_marginal(x0, 0.7, theta=0.0, sigma=0.4)  # Brownian motion: N(x0, sigma^2 t)
+    np.testing.assert_array_equal(mean, x0)
+    np.testing.assert_allclose(std, np.full((1, 2), 0.4 * np.sqrt(0.7)), rtol=1e-15)
+    for theta in (1e-12, 1e-6, 1e-2, np.float32(3.0)):  # numpy scalars too
+        _, std = S.ou_marginal(x0.astype(jnp.float32), 0.7, theta=theta, sigma=0.4)
+        # closed form in float64 with the series 1 - e^{-z} = z - z^2/2 + z^3/6 - ... for small z = 2 theta t
+        z = 2 * float(theta) * 0.7
+        var = 0.4**2 * (z - z * z / 2 + z**3 / 6 - z**4 / 24) / (2 * float(theta)) if z < 1e-3 else 0.4**2 * (1 - np.exp(-z)) / (2 * float(theta))
+        np.testing.assert_allclose(std, np.full((1, 2), np.sqrt(var)), rtol=1e-6)
+    with pytest.raises(ValueError, match="theta"):
+        S.ou_marginal(x0, 0.7, theta=-1.0, sigma=0.4)
+    with pytest.raises(ValueError, match="t must be >= 0"):
+        S.ou_marginal(x0, -0.1, theta=1.0, sigma=0.4)
+    _, std_inf = S.ou_marginal(x0, jnp.inf, theta=2.0, sigma=0.6)  # the stationary law
+    np.testing.assert_allclose(std_inf, np.full((1, 2), 0.6 / 2.0), rtol=1e-15)

@@ -272,10 +272,20 @@ def test_get_errors():
 
 
 def test_invalid_parameters():
-    for n in (0.0, -1.0):
-        with pytest.raises(ValueError, match="n > 0"):
+    for n in (0.0, -1.0, np.inf, np.nan):
+        with pytest.raises(ValueError, match="finite exponent n > 0"):
             S.PolynomialScheduler(n)
-    with pytest.raises(ValueError, match="beta_min <= beta_max"):
-        S.VPScheduler(beta_min=5.0, beta_max=1.0)
-    with pytest.raises(ValueError, match="beta_min"):
-        S.VPScheduler(beta_min=-0.1)
+    bad = [(5.0, 1.0), (-0.1, 20.0), (0.1, np.inf), (0.1, np.nan), (np.nan, 20.0), (0.1, -1.0), (0.0, 0.0), (np.inf, np.inf)]
+    for lo, hi in bad:
+        with pytest.raises(ValueError, match="finite 0 <= beta_min <= beta_max"):
+            S.VPScheduler(beta_min=lo, beta_max=hi)
+    with pytest.raises(ValueError, match="finite"):
+        S.VPScheduler(beta_min=jnp.array([0.1, 0.1]), beta_max=jnp.array([20.0, jnp.inf]))  # a batch for vmap
+
+
+def test_numpy_and_jax_scalar_parameters():
+    t = jnp.linspace(0.0, 1.0, 5)
+    ref_vp, ref_poly = S.VPScheduler(0.1, 20.0)(t), S.PolynomialScheduler(3.0)(t)
+    for cast in (np.float32, np.float64, jnp.float32):
+        np.testing.assert_allclose(S.VPScheduler(cast(0.1), cast(20.0))(t), ref_vp, rtol=1e-6)
+        np.testing.assert_allclose(S.PolynomialScheduler(cast(3.0))(t), ref_poly, rtol=1e-6)
