@@ -61,7 +61,7 @@ def test_every_method_sampler_and_step_count_has_finite_metrics(smoke_run):
     got = {(r["method"], r["sampler"], r["sigma"], r["steps"]) for r in rows}
     assert got == wanted and len(rows) == len(wanted)
     for r in rows:
-        assert r["parameterization"] == ablation.METHODS[r["method"]]
+        assert r["parameterization"] == ablation.METHODS[r["method"]].parameterization
         for m in ("energy", "mmd", "sw2"):
             assert math.isfinite(r[f"{m}_mean"]) and r[f"{m}_mean"] >= 0, (r, m)
             assert math.isfinite(r[f"{m}_std"]) and r[f"{m}_std"] >= 0, (r, m)
