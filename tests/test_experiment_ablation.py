@@ -1,7 +1,8 @@
-"""End-to-end tests of the main job, experiments/ablation.py, on its ``smoke`` preset."""
+"""End-to-end tests of the main job, experiments/ablation/, on its ``smoke`` preset."""
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from experiments import ablation
 from experiments.common import ConfigError
+from jflow.losses import SCORE_T_MAX
 
 SMOKE = ["--preset", "smoke"]
 REPO = Path(__file__).resolve().parents[1]
@@ -32,8 +34,13 @@ def _smoke_config():
 def test_writes_every_output(smoke_run):
     out, result = smoke_run
     for name in ("config.json", "results.json", "results.csv", "results.md", "models.json",
-                 "models.csv", "models.md", "training.json"):
+                 "models.csv", "models.md", "models_field_error_by_t.json", "training.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    # the package docstring lists every file the run writes
+    documented = {word.strip("_") for word in re.findall(r"\w+", ablation.__doc__)}
+    for path in out.iterdir():
+        if path.is_file():
+            assert path.name.split(".")[0].removeprefix("symmetric_mixture_") in documented, path.name
     expected = [f"symmetric_mixture_{kind}.png"
                 for kind in ("samples", "metrics", "trajectories", "vector_field", "field_error")]
     assert sorted(Path(p).name for p in result["figures"]) == sorted(expected)
@@ -43,7 +50,7 @@ def test_writes_every_output(smoke_run):
     cfg = _smoke_config()
     assert config["preset"] == "smoke"
     assert config["train_steps"] == cfg.train_steps and config["sample_steps"] == list(cfg.sample_steps)
-    assert config["runs"] == ["flow_matching@linear", "score_matching@linear", "noise_prediction@linear"]
+    assert config["runs"] == [f"{m}@linear" for m in cfg.methods]
     # the CSV has the rows of the JSON table
     rows = json.loads((out / "results.json").read_text())
     assert len((out / "results.csv").read_text().strip().splitlines()) == 1 + len(rows)
@@ -56,8 +63,9 @@ def test_every_method_sampler_and_step_count_has_finite_metrics(smoke_run):
     reference = [r for r in rows if r["method"].startswith("reference")]
     assert len(reference) == 1 and reference[0]["nll_mean"] > 0  # exact NLL of the mixture
     rows = [r for r in rows if not r["method"].startswith("reference")]
-    settings = [("euler", 0.0), ("heun", 0.0)] + [("euler_maruyama", s) for s in cfg.sigmas]
-    wanted = {(m, s, sig, n) for m in ablation.METHODS for s, sig in settings for n in cfg.sample_steps}
+    settings = [("euler", 0.0)] + [("euler_maruyama", s) for s in cfg.sigmas]
+    assert cfg.sampler_settings() == settings
+    wanted = {(m, s, sig, n) for m in cfg.methods for s, sig in settings for n in cfg.sample_steps}
     got = {(r["method"], r["sampler"], r["sigma"], r["steps"]) for r in rows}
     assert got == wanted and len(rows) == len(wanted)
     for r in rows:
@@ -71,7 +79,9 @@ def test_every_method_sampler_and_step_count_has_finite_metrics(smoke_run):
             assert math.isfinite(r["nll_mean"]), r
         assert r["nfe"] == r["steps"] * (2 if r["sampler"] == "heun" else 1)
     models = json.loads((out / "models.json").read_text())
-    assert [m["run"] for m in models] == ["flow_matching@linear", "score_matching@linear", "noise_prediction@linear"]
+    assert [m["run"] for m in models] == [f"{m}@linear" for m in cfg.methods]
+    by_t = json.loads((out / "models_field_error_by_t.json").read_text())
+    assert [list(m["field_mse_by_t"]) for m in by_t] == [[f"{t:g}" for t in cfg.field_times]] * len(models)
     for m in models:
         assert math.isfinite(m["field_mse_mean"]) and m["field_mse_mean"] > 0
         assert math.isfinite(m["final_loss"])
@@ -108,40 +118,67 @@ def test_bad_config_is_rejected_before_anything_runs(tmp_path, flags, field):
     assert not out.exists()  # nothing was trained or written
 
 
-def test_command_line_reports_a_bad_value_without_traceback(tmp_path):
+@pytest.mark.parametrize("flags, words", [
+    (["--schedulers", "bogus"], ["schedulers", "bogus"]),
+    (["--preset", "nope"], ["--preset", "nope", "smoke"]),  # argparse's own check, one line too
+])
+def test_command_line_reports_a_bad_value_in_one_line(tmp_path, flags, words):
     proc = subprocess.run(
-        [sys.executable, "-m", "experiments.ablation", "--preset", "smoke", "--schedulers", "bogus",
-         "--out", str(tmp_path / "x")],
+        [sys.executable, "-m", "experiments.ablation", *flags, "--out", str(tmp_path / "x")],
         cwd=REPO, capture_output=True, text=True, timeout=120,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )
-    assert proc.returncode != 0
-    assert "schedulers" in proc.stderr and "bogus" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: ") and all(w in line for w in words), line
+    assert not (tmp_path / "x").exists()
 
 
 def test_interrupted_training_resumes_and_matches_the_uninterrupted_run(smoke_run, tmp_path):
     out, first = smoke_run
     cfg = _smoke_config()
+    run = "symmetric_mixture-flow_matching-linear"
     resumed = tmp_path / "resumed"
-    shutil.copytree(out / "checkpoints", resumed / "checkpoints")
-    # Simulate a crash after the first checkpoint: drop the final one of every run.
-    for run in (resumed / "checkpoints").iterdir():
-        steps = sorted(int(p.name) for p in run.iterdir() if p.name.isdigit())
-        assert steps == [cfg.save_every, cfg.train_steps]
-        shutil.rmtree(run / str(cfg.train_steps))
-    second = ablation.main(SMOKE + ["--out", str(resumed), "--figures", "false"])
-    for info in second["training"]:
-        assert info["resumed_from_step"] == cfg.save_every
-        assert info["steps_trained_now"] == cfg.train_steps - cfg.save_every
-        assert info["final_step"] == cfg.train_steps
+    shutil.copytree(out / "checkpoints" / run, resumed / "checkpoints" / run)
+    shutil.copy(out / "training.json", resumed / "training.json")
+    # Simulate a crash after the first checkpoint: drop the final one.
+    steps = sorted(int(p.name) for p in (resumed / "checkpoints" / run).iterdir() if p.name.isdigit())
+    assert steps == [cfg.save_every, cfg.train_steps]
+    shutil.rmtree(resumed / "checkpoints" / run / str(cfg.train_steps))
+    # one method only (the others' checkpoints are not there): half the compiling
+    argv = SMOKE + ["--out", str(resumed), "--figures", "false", "--methods", "flow_matching"]
+    second = ablation.main(argv)
+    (info,) = second["training"]
+    assert info["resumed_from_step"] == cfg.save_every
+    assert info["steps_trained_now"] == cfg.train_steps - cfg.save_every
+    assert info["final_step"] == cfg.train_steps
+    # the loss curve before the checkpoint comes from the earlier run's training.json
+    np.testing.assert_allclose(np.asarray(info["loss_curve"]), np.asarray(first["training"][0]["loss_curve"]),
+                               rtol=1e-5)
     # same keys, same data position: the resumed run ends where the uninterrupted one did
-    for a, b in zip(first["rows"], second["rows"]):
+    rows = [r for r in first["rows"] if r["method"] in ("flow_matching", "reference (data vs data)")]
+    assert len(rows) == len(second["rows"])
+    for a, b in zip(rows, second["rows"]):
         assert {k: v for k, v in a.items() if not isinstance(v, float)} == \
             {k: v for k, v in b.items() if not isinstance(v, float)}
         for k, v in a.items():
             if isinstance(v, float):
                 np.testing.assert_allclose(b[k], v, rtol=1e-4, atol=1e-6, err_msg=k)
     # a finished run is only restored: nothing is trained again
-    third = ablation.main(SMOKE + ["--out", str(resumed), "--figures", "false"])
-    assert all(info["steps_trained_now"] == 0 for info in third["training"])
+    third = ablation.main(argv)
+    assert third["training"][0]["steps_trained_now"] == 0
+
+
+def test_every_method_and_sampler_is_a_registry_entry():
+    """Adding a method or a sampler is one entry: the config, the runs and the rows follow the registries."""
+    cfg = ablation.AblationConfig(methods=("noise_prediction", "flow_matching"), schedulers=("cosine", "vp"),
+                                  samplers=("heun", "euler_maruyama"), sigmas=(0.5, 1.0))
+    cfg.validate()
+    assert [s.name for s in ablation.run_specs(cfg)] == ["noise_prediction@cosine", "noise_prediction@vp",
+                                                         "flow_matching@linear"]
+    assert cfg.sampler_settings() == [("heun", 0.0), ("euler_maruyama", 0.5), ("euler_maruyama", 1.0)]
+    assert [ablation.SAMPLERS[s].nfe(8) for s in ("euler", "heun", "euler_maruyama")] == [8, 16, 8]
+    assert [ablation.SAMPLERS[s].build_likelihood is None for s in ablation.SAMPLERS] == [False, False, True]
+    # only score matching trains on t <= score_t_max (its target is infinite at t = 1)
+    assert [cfg.training_signature("moons", m, "linear")["score_t_max"] for m in ablation.METHODS] == \
+        [None, SCORE_T_MAX, None]

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from experiments import images
-from experiments.common import ConfigError
+from experiments.common import ConfigError, cli
 from experiments.images.figures import w_name
 from experiments.images.training import classifier_loss
 
@@ -111,3 +111,18 @@ def test_mnist_preset_data_path_through_tfds(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["dataset"] == "mnist"
     assert (tmp_path / "checkpoints" / "2").is_dir()
+
+
+def test_missing_tfds_data_is_one_short_error_and_writes_nothing(tmp_path, capsys):
+    """Checked before the run folder exists: what is missing, the command that prepares it, the offline option."""
+    pytest.importorskip("tensorflow_datasets")
+    empty, out = tmp_path / "tfds", tmp_path / "run"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        cli(lambda: images.main(["--dataset", "mnist", "--data_dir", str(empty), "--out", str(out)]))
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and "'mnist' is not prepared" in line and str(empty) in line, line
+    assert f"tfds build mnist --data_dir={empty} --file_format=array_record" in line
+    assert "--dataset digits" in line
+    assert not out.exists()

@@ -3,7 +3,7 @@ r"""The main job: CondOT flow matching vs (denoising) score matching, same netwo
 Run::
 
     python -m experiments.ablation                       # default preset, a few minutes on a 2-core CPU
-    python -m experiments.ablation --preset smoke        # seconds (CI)
+    python -m experiments.ablation --preset smoke        # every code path once, ~30 s of CPU time (CI)
     python -m experiments.ablation --preset gpu          # the same comparison at GPU scale
     python -m experiments.ablation --schedulers linear,cosine,vp --train_steps 5000 --out runs/my-ablation
 

@@ -163,7 +163,10 @@ def _require_names(names, field: str, choices, what: str) -> None:
 
 PRESETS = {
     "default": {},
+    # every code path once, as little compiling as that allows: a method on its own path and one on
+    # the config's paths, one deterministic and one stochastic sampler, a padded and an unpadded grid
     "smoke": dict(
+        methods=("flow_matching", "score_matching"), samplers=("euler", "euler_maruyama"),
         seeds=2, width=16, depth=1, train_steps=20, batch_size=64, warmup_steps=2,
         steps_per_call=5, save_every=10, sigmas=(0.5,), sample_steps=(2, 4), n_samples=128,
         n_eval=128, nll_samples=32, field_times=(0.5,), field_samples=64, sliced_projections=16,

@@ -39,10 +39,10 @@ class Programs(NamedTuple):
 def build_programs(cfg: AblationConfig, specs: List[RunSpec]) -> Programs:
     """The programs of ``cfg`` (compiled on first call; one network, so one init program per data dimension)."""
     model = build_model(cfg)
-    training = {}
-    for dataset in cfg.datasets:
-        init = init_program(model, get_toy(dataset).dim)
-        training.update({(dataset, s.name): training_program(cfg, model, init, dataset, s) for s in specs})
+    dims = {dataset: get_toy(dataset).dim for dataset in cfg.datasets}
+    inits = {dim: init_program(model, dim) for dim in set(dims.values())}
+    training = {(dataset, s.name): training_program(cfg, model, inits[dims[dataset]], dataset, s)
+                for dataset in cfg.datasets for s in specs}
     return Programs(training, {s.name: evaluation_programs(cfg, model, s) for s in specs})
 
 

@@ -29,7 +29,7 @@ and ``loss.png``).
 Run::
 
     python -m experiments.images                     # digits, a few minutes on a 2-core CPU
-    python -m experiments.images --preset smoke      # seconds (tests)
+    python -m experiments.images --preset smoke      # ~35 s of CPU time, mostly compiling (tests)
     python -m experiments.images --preset mnist      # TFDS mnist, GPU scale
     python -m experiments.images --steps 4000        # continue the default run to 4000 steps
 

@@ -1,6 +1,8 @@
 """The image experiment's data: train and test sources (checked before anything is written) and batches."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 from typing import NamedTuple, Tuple
@@ -19,12 +21,25 @@ class Sources(NamedTuple):
     test: object
 
 
+@contextlib.contextmanager
+def _quiet_absl():
+    """TFDS logs a warning per data-set version it looks for before it reports a missing one."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def open_sources(config: ImageConfig) -> Sources:
     """The sources of ``config.dataset``; a one-line :class:`ConfigError` if a TFDS data set is not prepared."""
     data_dir = config.data_dir or None
     try:
-        return Sources(image_source(config.dataset, "train", data_dir=data_dir),
-                       image_source(config.dataset, "test", data_dir=data_dir))
+        with _quiet_absl():
+            return Sources(image_source(config.dataset, "train", data_dir=data_dir),
+                           image_source(config.dataset, "test", data_dir=data_dir))
     except DatasetNotPreparedError:
         where = data_dir or os.environ.get("TFDS_DATA_DIR") or str(Path.home() / "tensorflow_datasets")
         raise ConfigError(

@@ -25,7 +25,7 @@ Run::
 
     python -m experiments.labs                          # every lab (a few minutes on a 2-core CPU)
     python -m experiments.labs --which ou,langevin      # some of them
-    python -m experiments.labs --preset smoke           # seconds (tests)
+    python -m experiments.labs --preset smoke           # ~75 s of CPU time, mostly compiling (half: cfg)
 
 Every lab writes PNG files into the run directory (``runs/labs-<preset>`` by default) and
 prints their paths.

@@ -77,8 +77,8 @@ class LabsConfig:
 PRESETS = {
     "default": {},
     "smoke": dict(
-        n_paths=3, n_particles=64, sim_steps=20, langevin_steps=20, train_steps=4, batch_size=32, width=16, depth=1,
-        steps_per_call=2, n_samples=64, ode_steps=4, cfg_preset="smoke",
+        n_paths=3, n_particles=64, sim_steps=20, ou_thetas=(1.0,), langevin_steps=20, train_steps=4, batch_size=32,
+        width=16, depth=1, steps_per_call=2, n_samples=64, ode_steps=4, cfg_preset="smoke",
     ),
 }
 
