@@ -1,11 +1,13 @@
 """Shared plumbing of the experiment scripts: typed configs with command-line overrides,
-presets, run directories and result tables.
+presets, run directories, named random streams, result tables and the script entry point.
 
 Every experiment declares a frozen dataclass of its settings. ``parse_config`` builds it
 from a preset plus ``--field value`` overrides (one flag per field, typed from the
 dataclass annotation; tuples take comma-separated values), then calls the config's
 ``validate()`` so a bad value is rejected *before* any training starts, with a message
-that names the field.
+that names the field. Every bad command line (an unknown preset, a value that does not
+parse, an invalid field, an ``--out`` that cannot be a directory) ends in one line
+``error: ...`` on stderr and exit status 2 (:func:`cli`).
 """
 from __future__ import annotations
 
@@ -18,7 +20,12 @@ import sys
 import time
 import typing
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jflow._checks import check_positive_int
 
 
 class ConfigError(ValueError):
@@ -48,6 +55,13 @@ def _field_parser(annotation):
     raise TypeError(f"unsupported config field type {annotation!r}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are :class:`ConfigError` (one line), not a usage block and exit."""
+
+    def error(self, message):
+        raise ConfigError(message)
+
+
 def parse_config(cls, presets: Mapping[str, Mapping[str, Any]], argv: Sequence[str] | None = None,
                  description: str | None = None):
     """Build ``cls`` from ``--preset NAME`` and ``--field value`` overrides; then ``validate()``.
@@ -55,8 +69,8 @@ def parse_config(cls, presets: Mapping[str, Mapping[str, Any]], argv: Sequence[s
     Returns ``(config, args)``; ``args.out`` is the run directory (``--out``).
     """
     hints = typing.get_type_hints(cls)
-    parser = argparse.ArgumentParser(description=description or cls.__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(description=description or cls.__doc__,
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--preset", default="default", choices=sorted(presets),
                         help="named set of defaults; flags below override it")
     parser.add_argument("--out", default=None, help="run directory (default: runs/<experiment>-<preset>)")
@@ -81,11 +95,60 @@ def require(condition: bool, field: str, message: str):
         raise ConfigError(f"config field {field!r}: {message}")
 
 
+def require_positive_ints(config, *fields: str) -> None:
+    """Raise ``ConfigError`` naming the first of ``fields`` of ``config`` that is not an int >= 1."""
+    for field in fields:
+        try:
+            check_positive_int(getattr(config, field), field)
+        except ValueError as err:
+            raise ConfigError(f"config field {field!r}: {err}") from None
+
+
 def run_dir(path: str | None, default_name: str) -> Path:
-    """Create (if needed) and return the run directory."""
+    """Create (if needed) and return the run directory; ``ConfigError`` if ``--out`` cannot be one."""
     out = Path(path) if path else Path("runs") / default_name
-    out.mkdir(parents=True, exist_ok=True)
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(f"--out {str(out)!r}: {str(blocker)!r} is a file, not a directory; "
+                          f"pass a directory path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--out {str(out)!r}: cannot create the run directory ({err.strerror})") from None
     return out
+
+
+class Streams(NamedTuple):
+    """Named random streams of one experiment seed: ``streams.key(name, index)``.
+
+    ``table`` maps each stream name to its derivation ``(seed, index) -> key``. A script
+    declares its table once, with the derivations its published results were made with, so
+    every key of a run has a name and renaming a stream never changes a number. ``index``
+    is the run, the time, the example... that the stream is split over (``None`` when it is
+    not split).
+    """
+
+    seed: int
+    table: Mapping[str, Callable[[int, Any], jax.Array]]
+
+    def key(self, name: str, index=None) -> jax.Array:
+        if name not in self.table:
+            raise ValueError(f"unknown random stream {name!r}; the streams are {sorted(self.table)}")
+        return self.table[name](self.seed, index)
+
+    def keys(self, name: str, n: int) -> jax.Array:
+        """``(n, 2)`` keys of the stream ``name`` for the indices ``0, ..., n - 1``."""
+        return jnp.stack([self.key(name, i) for i in range(n)])
+
+
+def run_fold(stream: int) -> Callable[[int, int], jax.Array]:
+    """Derivation ``fold_in(fold_in(PRNGKey(seed), run), stream)``: one key per run, a stream number apart."""
+    return lambda seed, run: jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), run), stream)
+
+
+def seed_offset(offset: int) -> Callable[[int, Any], jax.Array]:
+    """Derivation ``PRNGKey(seed + offset)`` (not split over an index)."""
+    return lambda seed, _: jax.random.PRNGKey(seed + offset)
 
 
 def save_json(path: Path, obj) -> None:
@@ -130,44 +193,6 @@ def progress(iterable=None, *, total=None, desc=None):
     return tqdm(iterable, total=total, desc=desc, disable=disable, dynamic_ncols=True)
 
 
-class Streams:
-    """Named PRNG streams of one experiment seed: every random quantity of a run has a name.
-
-    ``key(name)`` gives the stream's key and ``keys(name, runs)`` one key per vmapped run
-    (run ``r`` is ``fold_in(fold_in(PRNGKey(seed), r), index)``, the same for every method,
-    so methods compare on identical data, noise and times). The derivations are fixed
-    by :data:`OFFSETS` and :data:`RUN_STREAMS` so that results stay reproducible.
-    """
-
-    #: ``key(name) = PRNGKey(seed + offset)``.
-    OFFSETS = {"x0": 1, "metric": 3, "reference": 5, "heldout": 1_000_003}
-    #: ``keys(name, R)[r] = fold_in(fold_in(PRNGKey(seed), r), index)``.
-    RUN_STREAMS = {"init": 0, "train": 1, "sampler": 2}
-
-    def __init__(self, seed: int):
-        self.seed = int(seed)
-
-    def key(self, name: str):
-        import jax
-
-        return jax.random.PRNGKey(self.seed + self.OFFSETS[name])
-
-    def keys(self, name: str, runs: int):
-        import jax
-        import jax.numpy as jnp
-
-        base = jax.random.PRNGKey(self.seed)
-        index = self.RUN_STREAMS[name]
-        return jnp.stack([jax.random.fold_in(jax.random.fold_in(base, r), index) for r in range(runs)])
-
-    @staticmethod
-    def indexed(i: int):
-        """A seed-independent key per index (e.g. per evaluation time): ``PRNGKey(10_000 + i)``."""
-        import jax
-
-        return jax.random.PRNGKey(10_000 + i)
-
-
 class Timer:
     """Context manager measuring wall time in seconds (``.seconds``)."""
 
@@ -183,7 +208,11 @@ class Timer:
 def cli(main, *expected_errors) -> None:
     """Run ``main()`` as a script: a ``ConfigError`` or one of ``expected_errors`` (bad data,
     a damaged checkpoint) prints ``error: <message>`` on stderr and exits with status 2,
-    without a traceback; anything else propagates."""
+    without a traceback; anything else propagates.
+
+    Every script's ``__main__`` calls this, and nothing before it runs a JAX computation,
+    so a process-wide setting that must precede the first one (an XLA flag) belongs here.
+    """
     try:
         main()
     except (ConfigError, *expected_errors) as err:

@@ -14,7 +14,8 @@ import pytest
 from experiments import ablation
 from experiments.ablation.config import GENERIC_SAMPLERS
 from experiments.ablation.evaluation import sampler_nfe
-from experiments.common import ConfigError, Streams
+from experiments.ablation.config import STREAMS, streams
+from experiments.common import ConfigError
 
 SMOKE = ["--preset", "smoke"]
 REPO = Path(__file__).resolve().parents[1]
@@ -85,11 +86,12 @@ def test_run_specs_parse_and_name():
 
 
 def test_named_streams_keep_their_derivations():
-    streams = Streams(7)
-    np.testing.assert_array_equal(streams.key("heldout"), jax.random.PRNGKey(7 + 1_000_003))
-    want = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(7), 1), Streams.RUN_STREAMS["train"])
-    np.testing.assert_array_equal(streams.keys("train", 2)[1], want)
-    assert len({str(np.asarray(streams.keys(n, 1)[0])) for n in Streams.RUN_STREAMS}) == len(Streams.RUN_STREAMS)
+    s = streams(ablation.AblationConfig(seed=7))
+    np.testing.assert_array_equal(s.key("heldout"), jax.random.PRNGKey(7 + 1_000_003))
+    want = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(7), 1), 1)  # run 1 of stream "train"
+    np.testing.assert_array_equal(s.keys("train", 2)[1], want)
+    keys = {str(np.asarray(s.key(name, 0))) for name in STREAMS}
+    assert len(keys) == len(STREAMS)  # no two streams share a key
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,9 @@ import math
 import pytest
 
 from experiments import images
-from experiments.common import ConfigError
+from experiments.common import ConfigError, cli
+from experiments.images.figures import w_name
+from experiments.images.training import classifier_loss
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def test_smoke_writes_every_output(smoke_run):
     for name in ("config.json", "summary.json", "results.json", "results.csv", "results.md", "loss.png"):
         assert (out / name).is_file(), name
     for w in scales:
-        assert (out / f"samples_w{images._w_name(w)}.png").stat().st_size > 0
+        assert (out / f"samples_w{w_name(w)}.png").stat().st_size > 0
     for c in range(10):
         assert (out / f"samples_class{c}.png").stat().st_size > 0
     rows = json.loads((out / "results.json").read_text())
@@ -89,7 +91,7 @@ def test_classifier_loss_is_nan_for_labels_out_of_range():
     model = Classifier(num_classes=3, channels=(4,), features=8)
     x = jnp.zeros((2, 8, 8, 1))
     params = model.init(jax.random.PRNGKey(0), x)
-    loss = jax.jit(images._classifier_loss(model))
+    loss = jax.jit(classifier_loss(model))
     good, _ = loss(params, {"x": x, "y": jnp.array([0, 2])}, jax.random.PRNGKey(1))
     np.testing.assert_allclose(good, -np.mean(np.take_along_axis(
         np.asarray(jax.nn.log_softmax(model.apply(params, x))), np.array([[0], [2]]), axis=1)), rtol=1e-6)
@@ -109,3 +111,18 @@ def test_mnist_preset_data_path_through_tfds(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["dataset"] == "mnist"
     assert (tmp_path / "checkpoints" / "2").is_dir()
+
+
+def test_missing_tfds_data_is_one_short_error_and_writes_nothing(tmp_path, capsys):
+    """Checked before the run folder exists: what is missing, the command that prepares it, the offline option."""
+    pytest.importorskip("tensorflow_datasets")
+    empty, out = tmp_path / "tfds", tmp_path / "run"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        cli(lambda: images.main(["--dataset", "mnist", "--data_dir", str(empty), "--out", str(out)]))
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and "'mnist' is not prepared" in line and str(empty) in line, line
+    assert f"tfds build mnist --data_dir={empty} --file_format=array_record" in line
+    assert "--dataset digits" in line
+    assert not out.exists()

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from experiments import labs
+from experiments import images, labs
 from experiments.common import ConfigError
 
 EXPECTED = {
@@ -18,20 +18,31 @@ EXPECTED = {
 
 
 def test_smoke_writes_every_figure(tmp_path):
-    figures = labs.main(["--preset", "smoke", "--out", str(tmp_path)])
-    assert list(figures) == list(labs.LABS)
+    # every lab but cfg, which is experiments.images at its smoke preset (its own smoke test runs that)
+    which = [name for name in labs.LABS if name != "cfg"]
+    figures = labs.main(["--preset", "smoke", "--which", ",".join(which), "--out", str(tmp_path)])
+    assert list(figures) == which
     for name, files in EXPECTED.items():
         assert [p.rsplit("/", 1)[-1] for p in figures[name]] == files, name
-    # the cfg lab is experiments.images at its smoke preset: a grid per w and per class
-    cfg_files = {p.rsplit("/", 1)[-1] for p in figures["cfg"]}
-    assert {"samples_w1.png", "samples_w3.png", "samples_w5.png", "samples_class0.png", "loss.png"} <= cfg_files
     for paths in figures.values():
         for path in paths:
             with open(path, "rb") as fh:
                 assert fh.read(8) == b"\x89PNG\r\n\x1a\n", path
     assert json.loads((tmp_path / "figures.json").read_text()) == figures
-    rows = json.loads((tmp_path / "cfg" / "results.json").read_text())
-    assert [r["w"] for r in rows] == [1.0, 3.0, 5.0]
+
+
+def test_cfg_lab_runs_the_image_experiment_at_its_preset_in_a_subfolder(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(config, out, **kwargs):
+        calls.append((config, out))
+        (out / "samples_w3.png").write_bytes(b"png")
+        (out / "results.md").write_text("| w |")
+
+    monkeypatch.setattr(images, "run", fake_run)
+    figures = labs.main(["--preset", "smoke", "--which", "cfg", "--out", str(tmp_path)])
+    assert calls == [(images.ImageConfig(**images.PRESETS["smoke"]), tmp_path / "cfg")]
+    assert figures == {"cfg": [str(tmp_path / "cfg" / "samples_w3.png")]}
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,9 @@ import dataclasses
 import math
 from typing import Tuple
 
-from experiments.common import require
+import jax
+
+from experiments.common import Streams, require, run_fold, seed_offset
 from jflow.data import TOYS
 from jflow.losses import LOSS_WEIGHTINGS, SCORE_T_MAX
 
@@ -42,6 +44,25 @@ DEFAULT_RUNS = (
     "noise_prediction@linear",
     "noise_prediction@vp",
 )
+
+
+#: Every random quantity of the ablation has a name; the derivations are those the published
+#: results were made with (run ``r`` of every method gets the same init, data and noise).
+STREAMS = {
+    "init": run_fold(0),
+    "train": run_fold(1),
+    "sampler": run_fold(2),
+    "x0": seed_offset(1),
+    "metric": seed_offset(3),
+    "reference": seed_offset(5),
+    "heldout": seed_offset(1_000_003),
+    "field": lambda seed, i: jax.random.PRNGKey(10_000 + i),
+}
+
+
+def streams(cfg) -> Streams:
+    """The named random streams of a configuration's seed."""
+    return Streams(cfg.seed, STREAMS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,9 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.ablation.config import GENERIC_SAMPLERS, AblationConfig, RunSpec
+from experiments.ablation.config import GENERIC_SAMPLERS, AblationConfig, RunSpec, streams
 from experiments.ablation.programs import Programs
-from experiments.common import Streams
 from jflow import metrics
 from jflow.integrators import num_evals, uniform_grid
 from jflow.marginals import GaussianMixture
@@ -59,9 +58,9 @@ def _with_stats(row: dict, per_seed: Dict[str, list]) -> dict:
 def evaluate(cfg: AblationConfig, programs: Programs, dataset: str, spec: RunSpec, params, heldout, bar):
     """Rows of metrics (mean/std over seeds) for every applicable sampler and step count, and seed 0's
     samples at the largest step count per sampler (for the figures)."""
-    streams = Streams(cfg.seed)
-    x0 = jax.random.normal(streams.key("x0"), (cfg.seeds, cfg.n_samples, heldout.shape[1]), jnp.float32)
-    keys = streams.keys("sampler", cfg.seeds)
+    rng = streams(cfg)
+    x0 = jax.random.normal(rng.key("x0"), (cfg.seeds, cfg.n_samples, heldout.shape[1]), jnp.float32)
+    keys = rng.keys("sampler", cfg.seeds)
     rows, kept = [], {}
     for sampler in cfg.sampler_runs(spec):
         program = programs.sampler(spec.parameterization, spec.scheduler, sampler)
@@ -69,7 +68,7 @@ def evaluate(cfg: AblationConfig, programs: Programs, dataset: str, spec: RunSpe
             xs = np.asarray(program(params, x0, sampling_grid(cfg, sampler, n), keys))
             row = {"dataset": dataset, "run": spec.name, "method": spec.method, "path": spec.scheduler,
                    "weighting": spec.weighting, "sampler": sampler, "steps": n, "nfe": sampler_nfe(sampler, n)}
-            rows.append(_with_stats(row, sample_metrics(cfg, xs, heldout, streams.key("metric"))))
+            rows.append(_with_stats(row, sample_metrics(cfg, xs, heldout, rng.key("metric"))))
             if n == max(cfg.sample_steps):
                 kept[sampler] = xs[0]
             bar.update(1)
@@ -78,15 +77,15 @@ def evaluate(cfg: AblationConfig, programs: Programs, dataset: str, spec: RunSpe
 
 def model_summary(cfg: AblationConfig, programs: Programs, spec: RunSpec, params, heldout, gm) -> dict:
     """Per trained run: NLL (Heun, largest step count), Dormand-Prince NFE and sample quality, field error."""
-    streams = Streams(cfg.seed)
+    rng = streams(cfg)
     p, s = spec.parameterization, spec.scheduler
     back = uniform_grid(max(cfg.sample_steps), 1.0 - cfg.t_eps, cfg.t_eps, dtype=jnp.float32)
     out = {}
     out["nll_mean"], out["nll_std"] = mean_std(np.asarray(programs.nll(p, s)(params, heldout[: cfg.nll_samples], back)))
-    x0 = jax.random.normal(streams.key("x0"), (cfg.seeds, cfg.n_samples, heldout.shape[1]), jnp.float32)
+    x0 = jax.random.normal(rng.key("x0"), (cfg.seeds, cfg.n_samples, heldout.shape[1]), jnp.float32)
     xs, nfe = programs.adaptive(p, s)(params, x0[:, : cfg.adaptive_samples])
     out["dopri5_nfe_mean"], out["dopri5_nfe_std"] = mean_std(np.asarray(nfe))
-    energy = sample_metrics(cfg, np.asarray(xs), heldout, streams.key("metric"))["energy"]
+    energy = sample_metrics(cfg, np.asarray(xs), heldout, rng.key("metric"))["energy"]
     out["dopri5_energy_mean"], out["dopri5_energy_std"] = mean_std(energy)
     if gm is not None:
         out.update(field_error(cfg, programs, spec, params, gm, heldout))
@@ -97,10 +96,11 @@ def field_error(cfg: AblationConfig, programs: Programs, spec: RunSpec, params, 
     r""":math:`E_{x \sim p_t}\|u^\theta_t(x) - u_t(x)\|^2` of the learned velocity (converted) against the exact
     marginal velocity of the run's own path, for each ``t`` in ``field_times`` (ends included), and its mean."""
     fn = programs.field_error(spec.parameterization, spec.scheduler)
+    rng = streams(cfg)
     z = heldout[: cfg.field_samples]
     per_t, rel_t = [], []
     for i, t in enumerate(cfg.field_times):
-        eps = jax.random.normal(Streams.indexed(i), z.shape, jnp.float32)
+        eps = jax.random.normal(rng.key("field", i), z.shape, jnp.float32)
         mse, ref = fn(params, gm, z, eps, jnp.float32(t))
         per_t.append(np.asarray(mse))
         rel_t.append(np.asarray(mse) / float(ref))
@@ -115,9 +115,9 @@ def field_error(cfg: AblationConfig, programs: Programs, spec: RunSpec, params, 
 
 def reference_row(cfg: AblationConfig, programs: Programs, dataset: str, dist, heldout) -> dict:
     """Metrics of a second independent data sample of size ``n_samples`` (the floor), and the exact NLL."""
-    streams = Streams(cfg.seed)
-    other = np.asarray(programs.data(dist, streams.key("reference"), cfg.n_samples))
-    per = sample_metrics(cfg, other[None], heldout, streams.key("metric"))
+    rng = streams(cfg)
+    other = np.asarray(programs.data(dist, rng.key("reference"), cfg.n_samples))
+    per = sample_metrics(cfg, other[None], heldout, rng.key("metric"))
     row = {"dataset": dataset, "run": "reference (data vs data)", "method": "-", "path": "-",
            "weighting": "-", "sampler": "-", "steps": 0, "nfe": 0}
     row = _with_stats(row, per)

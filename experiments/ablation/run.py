@@ -10,11 +10,11 @@ import jax
 import numpy as np
 
 from experiments.ablation import figures
-from experiments.ablation.config import AblationConfig, RunSpec
+from experiments.ablation.config import AblationConfig, RunSpec, streams
 from experiments.ablation.evaluation import best_rows, evaluate, model_summary, reference_row
 from experiments.ablation.programs import Programs
 from experiments.ablation.training import make_init, train
-from experiments.common import Streams, markdown_table, progress, save_json, write_table
+from experiments.common import markdown_table, progress, save_json, write_table
 from jflow.data import get_toy
 from jflow.marginals import GaussianMixture
 
@@ -37,7 +37,7 @@ def _dataset(cfg, programs, dataset, out, previous, bars):
     """Train and evaluate every run on one dataset: ``(rows, model_rows, training, figure paths)``."""
     dist = get_toy(dataset)
     gm = dist if isinstance(dist, GaussianMixture) else None
-    heldout = np.asarray(programs.data(dist, Streams(cfg.seed).key("heldout"), cfg.n_eval))
+    heldout = np.asarray(programs.data(dist, streams(cfg).key("heldout"), cfg.n_eval))
     init = make_init(cfg, dist.dim)
     rows, model_rows, training, samples = [reference_row(cfg, programs, dataset, dist, heldout)], [], [], {}
     for spec in cfg.specs:

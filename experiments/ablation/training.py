@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.ablation.config import AblationConfig, RunSpec
-from experiments.common import Streams, Timer
+from experiments.ablation.config import AblationConfig, RunSpec, streams
+from experiments.common import Timer
 from jflow import schedulers
 from jflow.data import get_toy
 from jflow.losses import make_loss
@@ -61,7 +61,7 @@ def build_trainer(cfg: AblationConfig, dataset: str, spec: RunSpec) -> Trainer:
 
 def initial_params(cfg: AblationConfig, init: Callable):
     """Initial parameters of the ``seeds`` runs, stacked; the same for every method (stream ``init``)."""
-    keys = Streams(cfg.seed).keys("init", cfg.seeds)
+    keys = streams(cfg).keys("init", cfg.seeds)
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *[init(keys[r]) for r in range(cfg.seeds)])
 
 
@@ -91,7 +91,7 @@ def train(cfg: AblationConfig, dataset: str, spec: RunSpec, init: Callable, ckpt
         bar.update(resumed_from)
         with Timer() as timer:
             states, _ = fit(
-                trainer.step, states, lambda s: np.int32(s), Streams(cfg.seed).keys("train", cfg.seeds),
+                trainer.step, states, lambda s: np.int32(s), streams(cfg).keys("train", cfg.seeds),
                 num_steps=cfg.train_steps, steps_per_call=k, checkpointer=ckpt, save_every=cfg.save_every,
                 config=cfg.training_signature(dataset, spec), log_every=k, log_fn=log_fn,
             )
