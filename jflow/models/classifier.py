@@ -1,6 +1,6 @@
 """A small CNN image classifier: the feature extractor of jflow's image metrics.
 
-Protocol (``experiments/images.py``): train it with cross-entropy on the training split
+Protocol (``experiments/images/``): train it with cross-entropy on the training split
 of the same data set and image size as the generative model; its penultimate activations
 (``features`` wide) are the features of :func:`jflow.metrics.frechet_distance`, and its
 predictions give :func:`jflow.metrics.classifier_accuracy` of class-guided samples.

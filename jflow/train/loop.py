@@ -64,7 +64,7 @@ def fit(
         data position as the step alone, so a resumed run then sees exactly the batches
         of the uninterrupted run. A stateful loader is indexed by the step, not just
         iterated. :class:`jflow.data.ImageLoader` is resumable by position; either read
-        it by random access, as ``experiments/images.py`` does (``prefetch=0``)::
+        it by random access, as ``experiments/images/`` does (``prefetch=0``)::
 
             n = loader.batches_per_epoch
             batch_fn = lambda step: loader.batch_at(step // n, step % n)
