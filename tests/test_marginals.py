@@ -98,10 +98,9 @@ def test_half_precision_points_are_accumulated_in_float32():
     # d = 8 coordinates of 100: |x - m|^2 ~ 8e4 overflows float16 (max 65504); the result is in x's dtype
     gm = M.GaussianMixture(jnp.zeros((2, 8)).at[1].set(1.0), jnp.asarray([40.0, 60.0]))
     x = jnp.full((3, 8), 100.0).at[1].set(-100.0)
-    for dtype in (jnp.float16, jnp.bfloat16):
-        got = gm.log_prob(x.astype(dtype))
-        assert got.dtype == dtype
-        np.testing.assert_allclose(np.asarray(got, np.float32), gm.log_prob(x), rtol=1e-2)
+    got = gm.log_prob(x.astype(jnp.float16))
+    assert got.dtype == jnp.float16
+    np.testing.assert_allclose(np.asarray(got, np.float32), gm.log_prob(x), rtol=1e-2)
     u = M.marginal_velocity(S.LinearScheduler(), gm, x.astype(jnp.float16), 0.9)
     assert u.dtype == jnp.float16
     np.testing.assert_allclose(np.asarray(u, np.float32), M.marginal_velocity(S.LinearScheduler(), gm, x, 0.9), rtol=1e-2)
