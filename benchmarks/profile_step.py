@@ -2,13 +2,13 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/profile_step.py train --width 512 --batch 4096
-    python benchmarks/profile_step.py train --width 64 --batch 1000 --fused 32
-    python benchmarks/profile_step.py sample --width 64 --points 100000 --method euler
-    python benchmarks/profile_step.py unet --batch 16
-    python benchmarks/profile_step.py train --compare '[{}, {"xla_cpu_use_onednn": true}]'
+    python -m benchmarks.profile_step train --width 512 --batch 4096
+    python -m benchmarks.profile_step train --width 64 --batch 1000 --fused 32
+    python -m benchmarks.profile_step sample --width 64 --points 100000 --method euler
+    python -m benchmarks.profile_step unet --batch 16
+    python -m benchmarks.profile_step train --compare '[{}, {"xla_cpu_use_onednn": true}]'
 
-``train`` profiles one flow matching update of the labs' MLP (``benchmarks/lab_mlp.py``;
+``train`` profiles one flow matching update of the labs' MLP (``jflow.models.PlainMLP``;
 ``jflow.losses.make_loss`` + ``jflow.train.make_train_step``, Adam, float32), or ``--fused k``
 updates in one ``lax.scan``; ``sample`` profiles ``jflow.integrators.odeint`` (100 steps)
 of the same MLP with random weights; ``unet`` one flow matching update of
@@ -31,6 +31,9 @@ adds overhead (compare its "call" time with the benchmarks' rates).
 options (``jit(...).lower(...).compile(compiler_options=...)``, so no restart is needed)
 and times the variants interleaved in one process, which keeps the comparison fair when
 the machine's load drifts.
+
+jax is imported inside the functions: :func:`main` first switches the per-operation trace
+events on in ``XLA_FLAGS``, which XLA reads when JAX starts.
 """
 from __future__ import annotations
 
@@ -40,16 +43,13 @@ import glob
 import gzip
 import json
 import os
-import re
-import sys
 import tempfile
-import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import harness
 
 
 def _parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.profile_step", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["train", "sample", "unet"])
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--depth", type=int, default=4)
@@ -67,73 +67,6 @@ def _parse_args(argv=None):
 
 
 # ------------------------------------------------------------------------------------------
-# FLOPs of every matrix multiply of the optimized HLO, by the name of its top-level op
-# ------------------------------------------------------------------------------------------
-
-_DEF = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*\w+\[([\d,]*)\]")
-_DOT = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*\w+\[([\d,]*)\]\S*\s+dot\(%([\w.\-]+),.*lhs_contracting_dims=\{([\d,]*)\}")
-_CONV = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*\w+\[([\d,]*)\]\S*\s+convolution\(%([\w.\-]+), %([\w.\-]+)\).*dim_labels=\w+_(\w+)->")
-_COMP = re.compile(r"^(?:ENTRY\s+)?%([\w.\-]+)\s")
-_CALLS = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=.*\bcalls=%([\w.\-]+)")
-
-
-def _dims(text):
-    return [int(d) for d in text.split(",") if d]
-
-
-def dot_flops(hlo_text: str) -> dict:
-    """``{top-level op name: FLOPs}`` for every ``dot`` and ungrouped ``convolution`` (alone or
-    inside a fusion): ``2 * prod(output shape) * prod(contracting dims of the left operand)``
-    for a dot, ``2 * prod(output shape) * prod(kernel dims but its output features)`` for a
-    convolution."""
-    shapes, comp_of, dots, callers = {}, {}, [], collections.defaultdict(list)
-    comp = None
-    for line in hlo_text.splitlines():
-        m = _COMP.match(line)
-        if m and line.rstrip().endswith("{"):
-            comp = m.group(1)
-            continue
-        m = _DEF.match(line)
-        if m:
-            shapes[m.group(1)] = _dims(m.group(2))
-            comp_of[m.group(1)] = comp
-        m = _DOT.match(line)
-        if m:
-            dots.append((m.group(1), _dims(m.group(2)), m.group(3), _dims(m.group(4)), comp))
-        m = _CONV.match(line)
-        if m and "group_count" not in line:  # grouped convolutions are not counted
-            # each output element sums over the kernel's dims other than its output features
-            name, out_shape, kernel, labels = m.group(1), _dims(m.group(2)), m.group(4), m.group(5)
-            kernel_shape = shapes.get(kernel, [])
-            contracted = [d for d, c in zip(kernel_shape, labels) if c != "o"]
-            dots.append((name, out_shape, None, contracted, comp))
-        m = _CALLS.match(line)
-        if m:
-            callers[m.group(2)].append(m.group(1))
-    out = collections.Counter()
-    for name, out_shape, lhs, contracting, comp in dots:
-        k = 1
-        if lhs is None:  # a convolution: `contracting` holds the summed kernel dims' sizes
-            for size in contracting:
-                k *= size
-        else:
-            lhs_shape = shapes.get(lhs, [])
-            for d in contracting:
-                k *= lhs_shape[d] if d < len(lhs_shape) else 1
-        n = 1
-        for d in out_shape:
-            n *= d
-        owner = name
-        seen = set()
-        while comp in callers and comp not in seen:  # climb to the op the executor runs
-            seen.add(comp)
-            owner = callers[comp][0]
-            comp = comp_of.get(owner)
-        out[owner] += 2.0 * n * k
-    return dict(out)
-
-
-# ------------------------------------------------------------------------------------------
 # The programs profiled
 # ------------------------------------------------------------------------------------------
 
@@ -148,8 +81,8 @@ def build(args):
     import jflow.train as jt
     from jflow.integrators import odeint, uniform_grid
     from jflow.losses import make_loss
+    from jflow.models import PlainMLP
     from jflow.schedulers import LinearScheduler
-    from lab_mlp import LabMLP
 
     if args.what == "unet":
         from jflow.models import UNet, get_config
@@ -165,7 +98,7 @@ def build(args):
         label = f"train step, U-Net unet_mnist, batch {batch_size}"
         return step, (state, {"x": x, "y": y}, jax.random.PRNGKey(3)), lambda out, a: (out[0],) + a[1:], 1, label
 
-    model = LabMLP(width=args.width, depth=args.depth)
+    model = PlainMLP(width=args.width, depth=args.depth)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 2)), jnp.zeros((2,)))
     if args.what == "sample":
         x0 = jax.random.normal(jax.random.PRNGKey(1), (args.points, 2))
@@ -191,7 +124,6 @@ def compare(args, jitted, call_args, advance, label):
     """Time the program compiled with each set of XLA options of ``--compare``, interleaved."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     variants = json.loads(args.compare)
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
@@ -201,92 +133,49 @@ def compare(args, jitted, call_args, advance, label):
 
     def run(i, n):
         a = boxes[i]
-        t0 = time.perf_counter()
         for _ in range(n):
             out = compiled[i](*a)
             a = advance(out, a)
         jax.block_until_ready(out)
         boxes[i] = a
-        return (time.perf_counter() - t0) / n
 
-    first = run(0, 1)
-    for i in range(1, len(variants)):
-        run(i, 1)
-    n = max(1, int(round(0.5 / first)))
-    times = [[] for _ in variants]
-    for r in range(args.repeats):
-        for i in (range(len(variants)) if r % 2 == 0 else reversed(range(len(variants)))):
-            times[i].append(run(i, n))
-    base = np.asarray(times[0])
-    print(f"{label}: {args.repeats} interleaved repeats of {n} call(s); load {os.getloadavg()}")
+    n = harness.calibrate(lambda n: run(0, n), 0.5)
+    runners = []
+    for i, v in enumerate(variants):
+        run(i, 1)  # warm-up
+        runners.append(harness.Runner(json.dumps(v), "jflow", lambda i=i: run(i, n), n, "calls/s"))
+    harness.measure_interleaved(runners, args.repeats)
+    print(f"{label}: {args.repeats} interleaved repeats of {n} call(s); load {harness.load_now()}")
     print("| XLA options | ms per call (median) | speed-up vs the first (median of per-repeat ratios) |")
     print("|---|---:|---:|")
-    for v, t in zip(variants, times):
-        t = np.asarray(t)
-        print(f"| `{json.dumps(v)}` | {np.median(t) * 1e3:.1f} | {np.median(base / t):.3f}x |")
+    for r in runners:
+        speedup = harness.quartiles([a / b for a, b in zip(r.rates, runners[0].rates)])[1]
+        print(f"| `{r.name}` | {1e3 / harness.quartiles(r.rates)[1]:.1f} | {speedup:.3f}x |")
 
 
-def main(argv=None):
-    args = _parse_args(argv)
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    sys.path.insert(0, REPO)
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+def _trace(fn, calls: int):
+    """``(total ms per call, events per call)`` of every XLA operation over ``calls`` traced calls of ``fn``."""
     import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    jitted, call_args, advance, per_call, label = build(args)
-    if args.compare:
-        return compare(args, jitted, call_args, advance, label)
-    flops = dot_flops(jitted.lower(*call_args).compile().as_text())
-    box = {"args": call_args}
-
-    def fn():
-        out = jitted(*box["args"])
-        box["args"] = advance(out, box["args"])
-        return out
-
-    for _ in range(2):
-        jax.block_until_ready(fn())
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-
-    n = 2048
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
-    dot = jax.jit(jnp.dot)
-    dot(a, a).block_until_ready()
-    peaks = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        dot(a, a).block_until_ready()
-        peaks.append(2 * n**3 / (time.perf_counter() - t0))
-    peak = max(peaks)
 
     with tempfile.TemporaryDirectory() as d:
         with jax.profiler.trace(d, create_perfetto_trace=True):
-            for _ in range(args.calls):
-                jax.block_until_ready(fn())
+            for _ in range(calls):
+                fn()
         files = glob.glob(os.path.join(d, "**", "*.trace.json.gz"), recursive=True)
         if not files:
             raise SystemExit("the profiler wrote no perfetto trace; is this jax build's profiler available?")
         with gzip.open(files[0]) as f:
             events = json.load(f)["traceEvents"]
-
     total, count = collections.Counter(), collections.Counter()
     for e in events:
-        if e.get("ph") == "X" and not e["name"].startswith(("end: ", "$")) and "::" not in e["name"] \
-                and not e["name"].startswith(("PjitFunction", "Thunk")):
-            total[e["name"]] += e.get("dur", 0.0) / 1e3 / args.calls
+        if e.get("ph") == "X" and not e["name"].startswith(("end: ", "$", "PjitFunction", "Thunk")) and "::" not in e["name"]:
+            total[e["name"]] += e.get("dur", 0.0) / 1e3 / calls
             count[e["name"]] += 1
-    call_ms = float(np.median(times)) * 1e3
-    print(f"{label}")
-    print(f"jax {jax.__version__}, XLA_FLAGS={os.environ['XLA_FLAGS']!r}, load {os.getloadavg()}")
-    print(f"one call: {call_ms:.1f} ms untraced (median of 3; {per_call} update(s) or solve per call); "
-          f"matmul peak {peak / 1e9:.1f} GFLOP/s (jitted 2048^3 jnp.dot, best of 5)")
+    return total, count
+
+
+def _print_ops(args, flops, total, count, call_ms, peak) -> None:
+    """The table of the ``--top`` operations and the traced time by kind."""
     # an op inside a loop (a fused step's or odeint's lax.scan) runs several times per call
     runs = {name: count[name] / args.calls if count[name] else 1.0 for name in flops}
     call_flops = sum(flops[name] * runs[name] for name in flops)
@@ -295,22 +184,48 @@ def main(argv=None):
     print("| op | ms per call | share of call | runs per call | GFLOP per call | GFLOP/s | % of peak |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     kinds = collections.Counter()
-    for name, ms in sorted(total.items(), key=lambda kv: -kv[1]):
-        if name.startswith(("while", "conditional", "call")):
-            continue  # a loop's event spans the events of its body
-        kind = "matmul/conv" if name in flops else ("copy" if name.startswith("copy") else "other")
-        kinds[kind] += ms
+    for name, ms in total.items():
+        if not name.startswith(("while", "conditional", "call")):  # a loop's event spans its body's events
+            kinds["matmul/conv" if name in flops else ("copy" if name.startswith("copy") else "other")] += ms
     for name, ms in sorted(total.items(), key=lambda kv: -kv[1])[: args.top]:
         f = flops[name] * runs[name] if name in flops else None
         rate = f"{f / (ms / 1e3) / 1e9:.1f}" if f and ms > 0 else ""
         pct = f"{f / (ms / 1e3) / peak:.0%}" if f and ms > 0 else ""
         gf = f"{f / 1e9:.3f}" if f else ""
         print(f"| {name} | {ms:.2f} | {ms / call_ms:.0%} | {count[name] / args.calls:.0f} | {gf} | {rate} | {pct} |")
-    print("\ntraced time by kind, loops counted by their bodies (ms per call): " + ", ".join(f"{k} {v:.1f}" for k, v in kinds.most_common()))
+    print("\ntraced time by kind, loops counted by their bodies (ms per call): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in kinds.most_common()))
     async_dots = [n for n in flops if n.startswith("dot") and total.get(n, 0) < 0.2 * flops[n] * runs[n] / peak * 1e3]
     if async_dots:
         print(f"asynchronous Eigen dots (their work overlaps the ops above): {', '.join(sorted(async_dots))}, "
               f"{sum(flops[n] * runs[n] for n in async_dots) / 1e9:.3f} GFLOP")
+
+
+def main(argv=None):
+    args = _parse_args(argv)
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import jax
+
+    jitted, call_args, advance, per_call, label = build(args)
+    if args.compare:
+        return compare(args, jitted, call_args, advance, label)
+    flops = harness.dot_flops(jitted.lower(*call_args).compile().as_text())
+    box = {"args": call_args}
+
+    def fn():
+        out = jitted(*box["args"])
+        box["args"] = advance(out, box["args"])
+        return jax.block_until_ready(out)
+
+    call_ms = harness.time_calls(fn, repeats=3, warmup=2).median_wall * 1e3
+    peak = max(harness.matmul_peak(harness.jax_matmul(), repeats=5))
+    total, count = _trace(fn, args.calls)
+    print(f"{label}")
+    print(f"jax {jax.__version__}, XLA_FLAGS={os.environ['XLA_FLAGS']!r}, load {harness.load_now()}")
+    print(f"one call: {call_ms:.1f} ms untraced (median of 3; {per_call} update(s) or solve per call); "
+          f"matmul peak {peak / 1e9:.1f} GFLOP/s (jitted 2048^3 jnp.dot, best of 5)")
+    _print_ops(args, flops, total, count, call_ms, peak)
 
 
 if __name__ == "__main__":

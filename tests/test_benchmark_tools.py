@@ -1,34 +1,27 @@
-"""The FLOP accounting of ``benchmarks/profile_step.py`` against closed forms (2 * M * N * K per matmul)."""
-import importlib.util
-import os
+"""The shared benchmark harness (``benchmarks/harness.py``) against closed forms: FLOPs of matrix
+multiplies (2 * M * N * K), quartiles of known lists, the warm-up and interleaving contracts, the
+worker protocol. Nothing here is timed."""
+import sys
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "profile_step.py")
+from benchmarks import harness
 
 
-@pytest.fixture(scope="module")
-def profile_step():
-    spec = importlib.util.spec_from_file_location("profile_step", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_dot_flops_of_a_two_layer_forward_and_its_gradient(profile_step):
+def test_dot_flops_of_a_two_layer_forward_and_its_gradient():
     b, k, n, m = 32, 24, 16, 8
 
     def f(x, w1, w2):
         return jnp.sum(jnp.tanh(jnp.tanh(x @ w1) @ w2))
 
     args = (jnp.ones((b, k)), jnp.ones((k, n)), jnp.ones((n, m)))
-    forward = profile_step.dot_flops(jax.jit(f).lower(*args).compile().as_text())
+    forward = harness.dot_flops(jax.jit(f).lower(*args).compile().as_text())
     assert sum(forward.values()) == 2 * b * k * n + 2 * b * n * m
     # gradient in all three arguments: the forward dots, plus for each layer one dot for the
     # weight gradient and one for the input gradient
-    backward = profile_step.dot_flops(jax.jit(jax.grad(f, argnums=(0, 1, 2))).lower(*args).compile().as_text())
+    backward = harness.dot_flops(jax.jit(jax.grad(f, argnums=(0, 1, 2))).lower(*args).compile().as_text())
     assert sum(backward.values()) == 3 * (2 * b * k * n + 2 * b * n * m)
     # every count is keyed by an op the executor runs (a fusion or a plain dot), never by an
     # instruction nested inside a fused computation
@@ -38,12 +31,62 @@ def test_dot_flops_of_a_two_layer_forward_and_its_gradient(profile_step):
         assert f"%{name} = " in entry, name
 
 
-def test_dot_flops_counts_a_convolution(profile_step):
+def test_dot_flops_counts_a_convolution():
     x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
 
     def f(x, w):
         return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-    flops = profile_step.dot_flops(jax.jit(f).lower(x, w).compile().as_text())
+    flops = harness.dot_flops(jax.jit(f).lower(x, w).compile().as_text())
     # every output element sums over the 3x3 window and the 3 input channels
     assert sum(flops.values()) == 2 * (2 * 8 * 8 * 4) * (3 * 3 * 3)
+
+
+def test_xla_flops_of_a_matmul_is_2mnk():
+    m, k, n = 48, 40, 24
+    flops, lower_s, compile_s = harness.xla_flops(jax.jit(jnp.dot), jnp.ones((m, k)), jnp.ones((k, n)))
+    assert flops == 2 * m * n * k
+    assert lower_s >= 0 and compile_s >= 0
+
+
+def test_quartiles_of_known_lists():
+    assert harness.quartiles([3.0, 1.0, 2.0, 5.0, 4.0]) == (2.0, 3.0, 4.0)
+    # linear interpolation between order statistics: positions 0.75, 1.5, 2.25 of [1, 2, 3, 4]
+    assert harness.quartiles([4, 1, 3, 2]) == (1.75, 2.5, 3.25)
+    assert harness.quartiles([7.0]) == (7.0, 7.0, 7.0)
+    with pytest.raises(ValueError, match="at least one repeat"):
+        harness.quartiles([])
+
+
+def test_time_calls_runs_the_warmup_untimed():
+    calls = []
+    timings = harness.time_calls(lambda: calls.append(1), repeats=3, warmup=2)
+    assert len(calls) == 5
+    assert len(timings.wall) == len(timings.cpu) == 3
+    assert all(t >= 0 for t in timings.wall + timings.cpu)
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        harness.time_calls(lambda: None, repeats=0)
+
+
+def test_measure_interleaved_alternates_the_order_and_runs_setup_first():
+    order = []
+    runners = [harness.Runner(name, "jflow", lambda name=name: order.append(name), 10, "steps/s",
+                              setup=lambda name=name: order.append("setup " + name)) for name in "ab"]
+    harness.measure_interleaved(runners, 3)
+    calls = [x for x in order if not x.startswith("setup")]
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    assert order[:2] == ["setup a", "a"]
+    assert all(len(r.rates) == 3 and all(rate > 0 for rate in r.rates) for r in runners)
+
+
+def test_calibrate_scales_the_repetitions_to_the_target_duration():
+    seen = []
+    assert harness.calibrate(seen.append, seconds=0.0) == 1  # never fewer than one repetition
+    assert seen == [1]
+
+
+def test_run_worker_returns_the_last_result_line_and_reports_failures():
+    script = "from benchmarks import harness; print('noise'); harness.print_result({'a': 1}); harness.print_result([2])"
+    assert harness.run_worker([sys.executable, "-c", script]) == [2]
+    with pytest.raises(RuntimeError, match="exit code 3"):
+        harness.run_worker([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"])

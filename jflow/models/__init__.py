@@ -20,12 +20,13 @@ from jflow.models.embeddings import (
     TimeEmbedding,
     sinusoidal_embedding,
 )
-from jflow.models.mlp import MLP
+from jflow.models.mlp import MLP, PlainMLP
 from jflow.models.registry import CONFIGS, FAMILIES, ModelConfig, count_params, get_config, get_model
 from jflow.models.unet import UNet
 
 __all__ = [
     "MLP",
+    "PlainMLP",
     "UNet",
     "DiT",
     "Classifier",

@@ -5,23 +5,18 @@ jitted step per iteration from Python (the pattern ``odeint`` replaces). Compila
 excluded (one warm-up call each); the table reports the median wall time over repeats
 and the ratio loop / scan.
 
-    python benchmarks/bench_odeint.py                      # defaults: 100 steps, 1k and 100k points
-    python benchmarks/bench_odeint.py --steps 50 --sizes 1000 --repeats 7 --field mixture
+    python -m benchmarks.odeint                      # defaults: 100 steps, 1k and 100k points
+    python -m benchmarks.odeint --steps 50 --sizes 1000 --repeats 7 --field mixture
 """
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import sys
-import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import jax
 import jax.numpy as jnp
 
-from jflow import integrators, marginals, schedulers  # noqa: E402
+from benchmarks import harness
+from jflow import integrators, marginals, schedulers
 
 
 def mlp_field(key, width: int = 64):
@@ -47,23 +42,13 @@ def mixture_field():
     return lambda x, t: marginals.marginal_velocity(sched, gm, x, t)
 
 
-def median_time(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # warm-up: compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.odeint", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--field", choices=["mlp", "mixture", "both"], default="both")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     fields = {"mlp": mlp_field(jax.random.PRNGKey(0)), "mixture": mixture_field()}
     names = list(fields) if args.field == "both" else [args.field]
@@ -88,8 +73,9 @@ def main():
 
         for n in args.sizes:
             x0 = jax.random.normal(jax.random.PRNGKey(1), (n, 2))
-            t_scan = median_time(lambda: scan(x0), args.repeats)
-            t_loop = median_time(lambda: loop(x0), args.repeats)
+            # one warm-up call each (compilation), then the median of the timed calls
+            t_scan = harness.time_calls(lambda: jax.block_until_ready(scan(x0)), repeats=args.repeats).median_wall
+            t_loop = harness.time_calls(lambda: jax.block_until_ready(loop(x0)), repeats=args.repeats).median_wall
             assert jnp.allclose(scan(x0), loop(x0), atol=1e-4), "scan and loop disagree"
             print(f"{name:>8} {n:>8} {1e3 * t_scan:>17.2f} {1e3 * t_loop:>17.2f} {t_loop / t_scan:>12.2f}")
 

@@ -10,27 +10,23 @@ the slow-to-compile initialisers), and timed at its input shape with
 (``train=False``: no dropout). Each function is compiled and run once (warm-up, reported as
 compile time), then run ``--repeats`` times with ``block_until_ready``; the median is reported.
 
-    PYTHONPATH=. python benchmarks/bench_models.py --out benchmarks/results/models_cpu.md
-    PYTHONPATH=. python benchmarks/bench_models.py --configs unet_cifar10 --batch 4 --repeats 3 --out /tmp/cifar.md
+    python -m benchmarks.models --out benchmarks/results/models_cpu.md
+    python -m benchmarks.models --configs unet_cifar10 --batch 4 --repeats 3 --out /tmp/cifar.md
 
-(``PYTHONPATH=.`` only when jflow is not installed, e.g. no ``pip install -e .``.)
 Prints a Markdown table and writes it (with the device and load average) to ``--out``.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jflow.models import CONFIGS, count_params, get_model  # noqa: E402
+from benchmarks import harness
+from jflow.models import CONFIGS, count_params, get_model
 
 # batch sizes that keep each configuration around a minute on a 2-core CPU
 DEFAULT_BATCH = {
@@ -54,15 +50,12 @@ def random_params(model, x, t, y, seed=0):
 
 
 def _time(fn, args, repeats):
+    """``(seconds of the first call, median seconds of the next repeats)``."""
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
     compile_s = time.perf_counter() - start
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        runs.append(time.perf_counter() - start)
-    return compile_s, statistics.median(runs)
+    timings = harness.time_calls(lambda: jax.block_until_ready(fn(*args)), repeats=repeats, warmup=0)
+    return compile_s, timings.median_wall
 
 
 def bench(name, batch, repeats, dtype):
@@ -103,14 +96,14 @@ def to_markdown(rows, header):
     return "\n".join(lines) + "\n"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.models", description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--batch", type=int, default=None, help="batch size for every config (default: per config)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--out", required=True, help="Markdown file to write")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.batch is not None and args.batch < 1:
         parser.error("--batch must be >= 1")
     if args.repeats < 1:
@@ -121,7 +114,7 @@ def main():
         f"Device: {device.platform} ({device.device_kind}), {os.cpu_count()} CPU cores visible, "
         f"jax {jax.__version__}; compute dtype {args.dtype}, float32 parameters; "
         f"median of {args.repeats} runs after one warm-up run.",
-        f"Load average at start (other processes on this machine): {os.getloadavg()[0]:.1f}.",
+        f"Load average at start (other processes on this machine): {harness.load_now()[0]:.1f}.",
     ]
     rows = []
     for name in args.configs:
