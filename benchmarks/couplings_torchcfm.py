@@ -2,9 +2,9 @@
 
 Usage (repository root, an environment with the ``bench`` extra: torch, torchcfm 1.0.7)::
 
-    python benchmarks/couplings_torchcfm.py                          # default preset (same as the experiment's)
-    python benchmarks/couplings_torchcfm.py --preset smoke --out /tmp/tcfm
-    python benchmarks/couplings_torchcfm.py --seeds 2 --compare runs/couplings-default
+    python -m benchmarks.couplings_torchcfm                          # default preset (same as the experiment's)
+    python -m benchmarks.couplings_torchcfm --preset smoke --out /tmp/tcfm
+    python -m benchmarks.couplings_torchcfm --seeds 2 --compare runs/couplings-default
 
 Same everything as ``python -m experiments.couplings`` with the same preset and flags
 (they share ``CouplingsConfig``): the same numpy training batches
@@ -33,16 +33,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from experiments.common import ConfigError, cli, parse_config, require, run_dir  # noqa: E402
-from experiments.couplings import data, model, report  # noqa: E402
-from experiments.couplings.run import PRESETS, CouplingsConfig, run  # noqa: E402
+from experiments.common import ConfigError, cli, parse_config, require, run_dir
+from experiments.couplings import data, model, report
+from experiments.couplings.run import PRESETS, CouplingsConfig, run
 
 
 def matcher(method: str, cfg: CouplingsConfig):

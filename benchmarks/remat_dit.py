@@ -1,6 +1,6 @@
 """Temporary memory and compile time of a DiT gradient: unrolled vs scanned blocks, with and without remat.
 
-    python benchmarks/remat_dit.py        # from the repository root (PYTHONPATH=. without pip install -e .)
+    python -m benchmarks.remat_dit        # from the repository root
 
 Memory is XLA's ``memory_analysis()`` of the compiled program (independent of load); compile
 time is the wall time of ``lower(...).compile()`` (depends on load).

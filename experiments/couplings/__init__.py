@@ -19,7 +19,7 @@ straightness and Tong et al.'s normalised path energy, mean and std over seeds.
 
 Outputs in ``--out`` (default ``runs/couplings-<preset>``): ``results.json``, ``results.md``
 (our table, the paired OT-CFM vs I-CFM comparison, published numbers beside ours) and
-``trajectories.png``. ``benchmarks/couplings_torchcfm.py`` trains torchcfm's own matchers on
+``trajectories.png``. ``python -m benchmarks.couplings_torchcfm`` trains torchcfm's own matchers on
 the same arrays, initial weights and budget and evaluates them with this package.
 """
 from experiments.couplings.run import PRESETS, CouplingsConfig, main, run

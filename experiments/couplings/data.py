@@ -1,7 +1,7 @@
 r"""The 2-D distributions and source -> target pairs of Tong et al. (2023), as numpy arrays.
 
 The samplers reproduce ``torchcfm.utils`` (torchcfm 1.0.7) exactly in law, so that numbers
-are comparable with the published ones and with ``benchmarks/couplings_torchcfm.py``, which
+are comparable with the published ones and with ``python -m benchmarks.couplings_torchcfm``, which
 trains torchcfm's matchers on the *same arrays* (generated here, once, in numpy):
 
 - ``normal``: :math:`\mathcal N(0, I_2)`.

@@ -8,7 +8,7 @@ then a linear layer to :math:`\mathbb R^d`:
 
 The jflow residual FiLM :class:`jflow.models.MLP` is a different network; this one is kept
 here so that the reproduction matches the paper's model, and so that torchcfm's trained
-weights load into it unchanged (``benchmarks/couplings_torchcfm.py`` evaluates both with the
+weights load into it unchanged (``python -m benchmarks.couplings_torchcfm`` evaluates both with the
 same code). Parameters are a tuple of ``{"w": (fan_in, fan_out), "b": (fan_out,)}``
 (``w`` is torch's ``weight.T``), initialised like ``torch.nn.Linear``: weights and biases
 uniform on :math:`[-1/\sqrt{\text{fan\_in}}, 1/\sqrt{\text{fan\_in}}]`.
