@@ -41,8 +41,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jflow._checks import check_positive_int
+from jflow.train.checkpoint_checks import mismatches, read_all_arrays
+from jflow.train.nonfinite import NonFiniteError, all_finite
 from jflow.train.state import TrainState, current_step, state_arrays
-from jflow.train.steps import NonFiniteError
 
 __all__ = [
     "CheckpointError",
@@ -64,18 +66,6 @@ class CheckpointCorruptedError(CheckpointError):
 
 class CheckpointIncompatibleError(CheckpointError):
     """A checkpoint does not match the state (structure, shapes, dtypes) or config asked for."""
-
-
-def _path_key(entry) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(entry, attr):
-            return str(getattr(entry, attr))
-    return str(entry)
-
-
-def _flat_by_path(tree) -> dict:
-    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {"/".join(_path_key(e) for e in path): leaf for path, leaf in leaves}
 
 
 def _json_roundtrip(obj, what: str):
@@ -100,12 +90,6 @@ def _uncommitted_if(x: jax.Array, flag: bool) -> jax.Array:
     return jnp.asarray(value)
 
 
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
-
-
 class Checkpointer:
     """Save every N steps / keep the last K / restore the latest, on top of orbax's
     ``CheckpointManager``.
@@ -116,14 +100,22 @@ class Checkpointer:
       max_to_keep: keep this many most recent checkpoints (``None``: all).
       async_save: write in a background thread (``save`` returns once the arrays are
         copied off the devices); :meth:`wait` / :meth:`close` block until written.
+      verify: before restoring, read every array of the step once without an event
+        loop (:func:`jflow.train.checkpoint_checks.read_all_arrays`), so that a damaged
+        file raises one :class:`CheckpointCorruptedError` instead of orbax's error plus
+        a flood of "Event loop is closed" tracebacks on stderr. Costs one extra read of
+        the checkpoint; ``False`` leaves damaged files to orbax.
 
     Use as a context manager, or call :meth:`close` when done.
     """
 
-    def __init__(self, directory, *, max_to_keep: Optional[int] = 3, async_save: bool = True):
-        if max_to_keep is not None and max_to_keep < 1:
-            raise ValueError(f"max_to_keep must be >= 1 or None; got {max_to_keep}")
+    def __init__(
+        self, directory, *, max_to_keep: Optional[int] = 3, async_save: bool = True, verify: bool = True,
+    ):
+        if max_to_keep is not None:
+            check_positive_int(max_to_keep, "max_to_keep", why="or None to keep every checkpoint")
         self.directory = os.path.abspath(os.fspath(directory))
+        self.verify = bool(verify)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
         )
@@ -179,7 +171,7 @@ class Checkpointer:
         if step in self._manager.all_steps():
             return False
         arrays = state_arrays(state)
-        if not bool(_all_finite(arrays)):
+        if not bool(all_finite(arrays)):
             raise NonFiniteError(
                 f"refusing to save the state of step {step} to {self.directory}: it holds NaN or "
                 f"inf values; the last good checkpoint (step {self.latest_step()}) is kept"
@@ -221,26 +213,14 @@ class Checkpointer:
     def _check_compatible(self, step: int, target: dict) -> None:
         path = self.step_path(step)
         try:
+            if self.verify:
+                read_all_arrays(os.path.join(path, "state"))
             meta = self._manager.item_metadata(step)["state"]
         except Exception as e:  # orbax/tensorstore raise many types for damaged files
             raise CheckpointCorruptedError(self._corrupt_message(path, step, e)) from e
         if meta is None:
             raise CheckpointCorruptedError(self._corrupt_message(path, step, "no state metadata"))
-        saved = _flat_by_path(getattr(meta, "tree", meta))
-        wanted = _flat_by_path(target)
-        problems = []
-        for name in sorted(set(saved) | set(wanted)):
-            if name not in saved:
-                problems.append(f"{name}: missing from the checkpoint")
-            elif name not in wanted:
-                problems.append(f"{name}: in the checkpoint but not in the template state")
-            else:
-                s, w = saved[name], wanted[name]
-                if tuple(s.shape) != tuple(w.shape) or np.dtype(s.dtype) != np.dtype(w.dtype):
-                    problems.append(
-                        f"{name}: checkpoint has {np.dtype(s.dtype).name}{list(s.shape)}, "
-                        f"template has {np.dtype(w.dtype).name}{list(w.shape)}"
-                    )
+        problems = mismatches(getattr(meta, "tree", meta), target)
         if problems:
             shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
             raise CheckpointIncompatibleError(
