@@ -1,20 +1,23 @@
 """Data for jflow: toy distributions (pure JAX samplers) and image pipelines (numpy, host side).
 
-- :mod:`jflow.data.toy`: 2-D toy distributions, ``get_toy(name, **params)``.
-- :mod:`jflow.data.images`: TFDS / in-memory record sources and :class:`ImageLoader`.
-- :mod:`jflow.data.digits`: the offline scikit-learn 8x8 digits (no download).
+- :mod:`jflow.data.toy`: 2-D toy distributions, ``get_toy(name, **params)``, and the
+  presets that reproduce other libraries' toy sets (``torchcfm_eight_gaussians``, ...).
+- :mod:`jflow.data.sources`: image record sources: TFDS, in-memory arrays, and the offline
+  scikit-learn 8x8 digits (no download).
+- :mod:`jflow.data.preprocessing`: pixel range, resize, pad (numpy).
+- :mod:`jflow.data.loader`: :class:`ImageLoader`, the resumable sharded batch iterator.
+
+Dependencies point one way: ``preprocessing <- sources``, ``preprocessing <- loader``.
 
 ``tensorflow_datasets`` and ``sklearn`` are imported only when an image source is built.
 """
-from jflow.data.digits import load_digits
-from jflow.data.images import (
+from jflow.data.loader import ImageLoader
+from jflow.data.preprocessing import pad_images, preprocess_images, resize_images
+from jflow.data.sources import (
     ArraySource,
     DatasetNotPreparedError,
-    ImageLoader,
     image_source,
-    pad_images,
-    preprocess_images,
-    resize_images,
+    load_digits,
     tfds_source,
 )
 from jflow.data.toy import (

@@ -42,7 +42,14 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jflow._checks import check_positive_int
-from jflow.train.checkpoint_checks import mismatches, read_all_arrays
+from jflow.train.checkpoint_checks import (
+    CheckpointCorruptedError,
+    CheckpointError,
+    CheckpointIncompatibleError,
+    check_matches,
+    corrupted,
+    read_all_arrays,
+)
 from jflow.train.nonfinite import NonFiniteError, all_finite
 from jflow.train.state import TrainState, current_step, state_arrays
 
@@ -54,18 +61,6 @@ __all__ = [
 ]
 
 PyTree = Any
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used; the message names its path and what to do."""
-
-
-class CheckpointCorruptedError(CheckpointError):
-    """The files of a checkpoint are damaged or incomplete."""
-
-
-class CheckpointIncompatibleError(CheckpointError):
-    """A checkpoint does not match the state (structure, shapes, dtypes) or config asked for."""
 
 
 def _json_roundtrip(obj, what: str):
@@ -217,28 +212,26 @@ class Checkpointer:
                 read_all_arrays(os.path.join(path, "state"))
             meta = self._manager.item_metadata(step)["state"]
         except Exception as e:  # orbax/tensorstore raise many types for damaged files
-            raise CheckpointCorruptedError(self._corrupt_message(path, step, e)) from e
+            raise self._corrupted(step, e) from e
         if meta is None:
-            raise CheckpointCorruptedError(self._corrupt_message(path, step, "no state metadata"))
-        problems = mismatches(getattr(meta, "tree", meta), target)
-        if problems:
-            shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
-            raise CheckpointIncompatibleError(
-                f"checkpoint {path} does not match the state to restore into ({shown}). It was "
-                "written by a run with a different model, optimizer or EMA setting: restore it with "
-                "the same configuration, or start a new run in another directory."
-            )
+            raise self._corrupted(step, "no state metadata")
+        check_matches(getattr(meta, "tree", meta), target, path)
 
-    def _corrupt_message(self, path: str, step: int, err) -> str:
-        others = [s for s in self.all_steps() if s != step]
-        hint = (
-            f"restore an earlier step with restore(..., step={others[-1]}) or delete {path} to "
-            "resume from the previous checkpoint"
-            if others else f"delete {path} and start the run again"
-        )
-        detail = str(err)
-        detail = detail if len(detail) <= 300 else detail[:300] + "..."
-        return f"checkpoint {path} is damaged or incomplete ({type(err).__name__}: {detail}); {hint}"
+    def _corrupted(self, step: int, err) -> CheckpointCorruptedError:
+        return corrupted(self.step_path(step), err, [s for s in self.all_steps() if s != step])
+
+    def _completed_step(self, step: Optional[int]) -> int:
+        """``step`` if it is a completed checkpoint, the latest one for ``None``; else :class:`CheckpointError`."""
+        steps = self.all_steps()
+        if step is None:
+            if not steps:
+                raise CheckpointError(f"no checkpoint in {self.directory}; nothing to restore")
+            return steps[-1]
+        if step not in steps:
+            raise CheckpointError(
+                f"no completed checkpoint for step {step} in {self.directory}; available: {steps}"
+            )
+        return step
 
     def restore(
         self,
@@ -268,15 +261,7 @@ class Checkpointer:
         """
         if not isinstance(template, TrainState):
             raise ValueError(f"template must be a TrainState; got {type(template).__name__}")
-        steps = self.all_steps()
-        if step is None:
-            if not steps:
-                raise CheckpointError(f"no checkpoint in {self.directory}; nothing to restore")
-            step = steps[-1]
-        elif step not in steps:
-            raise CheckpointError(
-                f"no completed checkpoint for step {step} in {self.directory}; available: {steps}"
-            )
+        step = self._completed_step(step)
         target, uncommit = self._abstract_target(template, sharding)
         self._check_compatible(step, target)
         path = self.step_path(step)
@@ -290,7 +275,7 @@ class Checkpointer:
                 ),
             )
         except Exception as e:  # damaged array files surface as tensorstore/orbax errors
-            raise CheckpointCorruptedError(self._corrupt_message(path, step, e)) from e
+            raise self._corrupted(step, e) from e
         saved_config = out["config"] if out["config"] is not None else {}
         if config is not None and _json_roundtrip(config, "config") != saved_config:
             raise CheckpointIncompatibleError(

@@ -1,5 +1,6 @@
-"""Checks of a saved checkpoint before orbax restores it: are its arrays readable, do they
-match the template state.
+"""Checks of a saved checkpoint before orbax restores it, and the errors they raise: are its
+arrays readable (:func:`read_all_arrays`), do they match the template state
+(:func:`check_matches`).
 
 Why read the arrays first: orbax restores on a private asyncio event loop, many
 tensorstore reads at once. When one read fails on a damaged file, orbax closes that loop
@@ -20,7 +21,29 @@ import jax
 import numpy as np
 import tensorstore as ts
 
-__all__ = ["read_all_arrays", "mismatches"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointCorruptedError",
+    "CheckpointIncompatibleError",
+    "read_all_arrays",
+    "corrupted",
+    "mismatches",
+    "check_matches",
+]
+
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message names its path and what to do."""
+
+
+class CheckpointCorruptedError(CheckpointError):
+    """The files of a checkpoint are damaged or incomplete."""
+
+
+class CheckpointIncompatibleError(CheckpointError):
+    """A checkpoint does not match the state (structure, shapes, dtypes) or config asked for."""
+
 
 # the file that marks an array in a zarr (v2) or zarr3 store, and the tensorstore driver
 _ARRAY_MARKERS = {".zarray": "zarr", "zarr.json": "zarr3"}
@@ -50,6 +73,21 @@ def read_all_arrays(item_dir: str) -> int:
     for future in reads:
         future.result()
     return len(arrays)
+
+
+def corrupted(path: str, err, other_steps: List[int]) -> CheckpointCorruptedError:
+    """The error for the damaged checkpoint ``path``, with ``err`` (shortened) and what to do:
+    restore the latest of ``other_steps`` (the other completed steps) or start again."""
+    hint = (
+        f"restore an earlier step with restore(..., step={other_steps[-1]}) or delete {path} to "
+        "resume from the previous checkpoint"
+        if other_steps else f"delete {path} and start the run again"
+    )
+    detail = str(err)
+    detail = detail if len(detail) <= 300 else detail[:300] + "..."
+    return CheckpointCorruptedError(
+        f"checkpoint {path} is damaged or incomplete ({type(err).__name__}: {detail}); {hint}"
+    )
 
 
 def _path_key(entry) -> str:
@@ -83,3 +121,16 @@ def mismatches(saved, wanted) -> List[str]:
                     f"template has {np.dtype(w.dtype).name}{list(w.shape)}"
                 )
     return problems
+
+
+def check_matches(saved, wanted, path: str) -> None:
+    """Raise :class:`CheckpointIncompatibleError` naming the first :func:`mismatches` of the
+    checkpoint ``path`` and how to proceed; nothing when the trees match."""
+    problems = mismatches(saved, wanted)
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
+        raise CheckpointIncompatibleError(
+            f"checkpoint {path} does not match the state to restore into ({shown}). It was "
+            "written by a run with a different model, optimizer or EMA setting: restore it with "
+            "the same configuration, or start a new run in another directory."
+        )

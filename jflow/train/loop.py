@@ -13,6 +13,22 @@ that draws from a numpy ``Generator`` into such a function (a generator seeded b
 the *next* batches from it, so on resume the iterator must already stand at the resume
 step (set its own state, e.g. ``loader.set_state``), else the resumed run sees other
 data than the uninterrupted one.
+
+:class:`jflow.data.ImageLoader` is resumable by position; either read it by random
+access, as ``experiments/images.py`` does (``prefetch=0``)::
+
+    n = loader.batches_per_epoch
+    batch_fn = lambda step: loader.batch_at(step // n, step % n)
+
+or, to keep its prefetch thread, move it to the step ``fit`` will resume from and pass
+the loader itself::
+
+    start = checkpointer.latest_step() or 0   # the step fit resumes from
+    loader.set_state({"epoch": start // n, "index": start % n})
+    batch_fn = loader
+
+(correct only if nothing else reads ``loader`` and ``fit`` starts at ``start``, i.e.
+``state`` is at step 0 or the checkpoint's step).
 """
 from __future__ import annotations
 
@@ -108,6 +124,19 @@ def _check_counts(k: int, num_steps, save_every, log_every, checkpointer) -> Non
         raise ValueError("save_every needs a checkpointer")
 
 
+def _start(state: TrainState, checkpointer, config, num_steps: int, k: int) -> Tuple[TrainState, int]:
+    """The state and step training starts from: the latest checkpoint's if there is one."""
+    step = current_step(state)
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        state, data_state, _ = checkpointer.restore(state, config=config)
+        step = int(data_state.get("step", current_step(state)))
+    if step > num_steps:
+        raise ValueError(f"the run is already at step {step} > num_steps={num_steps}")
+    if step % k:
+        raise ValueError(f"the run is at step {step}, not a multiple of steps_per_call={k}")
+    return state, step
+
+
 def fit(
     step_fn: Callable,
     state: TrainState,
@@ -144,23 +173,8 @@ def fit(
         of that step whatever happened before, so that a resumed run sees exactly the
         batches of the uninterrupted run. Draw random batches with a generator seeded by
         the step (:func:`seeded_batches`), not with one shared generator. Or an iterable
-        of batches, taken in order (resume then needs the iterator at the resume step,
-        see the module docstring). :class:`jflow.data.ImageLoader` is resumable by
-        position; either read it by random access, as ``experiments/images.py`` does
-        (``prefetch=0``)::
-
-            n = loader.batches_per_epoch
-            batch_fn = lambda step: loader.batch_at(step // n, step % n)
-
-        or, to keep its prefetch thread, move it to the step ``fit`` will resume from
-        and pass the loader itself::
-
-            start = checkpointer.latest_step() or 0   # the step fit resumes from
-            loader.set_state({"epoch": start // n, "index": start % n})
-            batch_fn = loader
-
-        (correct only if nothing else reads ``loader`` and ``fit`` starts at ``start``,
-        i.e. ``state`` is at step 0 or the checkpoint's step).
+        of batches, taken in order (resume then needs the iterator at the resume step).
+        The module docstring shows both ways of reading a :class:`jflow.data.ImageLoader`.
       key: the run's key (the step folds in ``state.step``).
       num_steps: total number of updates of the run (not of this call).
       steps_per_call: ``k`` for a fused step; ``num_steps``, ``save_every`` and
@@ -189,14 +203,7 @@ def fit(
     log_fn = _print_log if log_fn is None else log_fn
     prepare = prepare_batch or (lambda b: b)
 
-    step = current_step(state)
-    if checkpointer is not None and checkpointer.latest_step() is not None:
-        state, data_state, _ = checkpointer.restore(state, config=config)
-        step = int(data_state.get("step", current_step(state)))
-    if step > num_steps:
-        raise ValueError(f"the run is already at step {step} > num_steps={num_steps}")
-    if step % k:
-        raise ValueError(f"the run is at step {step}, not a multiple of steps_per_call={k}")
+    state, step = _start(state, checkpointer, config, num_steps, k)
     clock.last_step = step
 
     history: List[Tuple[int, Dict[str, float]]] = []
