@@ -31,7 +31,6 @@ distributions agree, a batch's empirical one differs by sampling noise.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from jflow._checks import check_positive_int, check_scalar_in, frozen_pytree
 from jflow.data.toy import Checkerboard, Moons, eight_gaussians
