@@ -175,6 +175,8 @@ def make_pmap_train_step(
     axis_name: str = "batch",
     devices: Optional[Sequence] = None,
     donate: bool = True,
+    # the same step options as every factory's (its public, keyword-only signature);
+    # documented and validated once, in make_update_fn / UpdateOptions
     ema_decay: Optional[float] = None,
     ema_warmup: bool = True,
     skip_nonfinite: bool = False,
