@@ -126,3 +126,27 @@ def frozen_pytree(cls=None, *, meta=()):
         return cls
 
     return wrap if cls is None else wrap(cls)
+
+
+def _host_value(value):
+    """``value`` as a numpy array when it is known on the host, else ``None`` (tracers, sentinels)."""
+    if isinstance(value, (int, float, np.ndarray, np.generic)):
+        return np.asarray(value)
+    if isinstance(value, jax.Array) and is_concrete(value):
+        return np.asarray(value)
+    return None
+
+
+def check_scalar_in(value, name: str, *, lo: float, hi: float = float("inf"), lo_open: bool = False,
+                    hi_open: bool = False):
+    """Raise ``ValueError`` naming ``name`` unless a concrete ``value`` is a scalar in the interval
+    from ``lo`` to ``hi`` (open ends as given; NaN fails). Traced values pass unchecked."""
+    v = _host_value(value)
+    if v is None:
+        return value
+    if v.ndim != 0:
+        raise ValueError(f"{name} must be a scalar; got shape {v.shape}")
+    if np.isnan(v) or (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi):
+        interval = ("(" if lo_open else "[") + f"{lo}, {hi}" + (")" if hi_open else "]")
+        raise ValueError(f"{name} must lie in {interval}; got {float(v)}")
+    return value

@@ -20,6 +20,8 @@ from jflow.data import (
     Spirals,
     SwissRoll,
     eight_gaussians,
+    flow_matching_checkerboard,
+    flow_matching_moons,
     get_toy,
     image_source,
     load_digits,
@@ -28,6 +30,8 @@ from jflow.data import (
     resize_images,
     symmetric_mixture,
     tfds_source,
+    torchcfm_eight_gaussians,
+    torchcfm_moons,
 )
 from jflow.marginals import GaussianMixture
 
@@ -124,6 +128,63 @@ def test_swiss_roll_support():
     assert np.abs(x[:, 2]).max() <= 1.0 and x[:, 2].std() > 0.5  # uniform height on [-1, 1] (std 0.577)
     with pytest.raises(ValueError, match="dim"):
         SwissRoll(dim=4)
+
+
+# The peers' definitions, written out here from their sources (see jflow/data/peers.py).
+def test_torchcfm_eight_gaussians_is_sample_8gaussians():
+    # eight_normal_sample(n, 2, scale=5, var=0.1): these 8 centres times 5, noise
+    # MultivariateNormal(zeros(2), sqrt(var) * eye(2)), the 2nd argument being the covariance
+    r = 1 / np.sqrt(2)
+    centres = 5.0 * np.array([(1, 0), (-1, 0), (0, 1), (0, -1), (r, r), (r, -r), (-r, r), (-r, -r)])
+    gm = torchcfm_eight_gaussians()
+    dist = np.linalg.norm(np.asarray(gm.means)[:, None] - centres[None], axis=-1)
+    np.testing.assert_allclose(dist.min(axis=1), 0.0, atol=1e-5)  # the same 8 centres
+    np.testing.assert_allclose(np.asarray(gm.stds) ** 2, np.sqrt(0.1), rtol=1e-6)  # variance sqrt(0.1)
+    np.testing.assert_allclose(gm.weights, 1 / 8)
+    x, y = gm.sample_with_labels(_key(4), N)
+    resid = np.asarray(x) - np.asarray(gm.means)[np.asarray(y)]
+    np.testing.assert_allclose(resid.std(0), 0.1 ** 0.25, rtol=0.05)  # 0.562, not sqrt(0.1) = 0.316
+    np.testing.assert_allclose(np.cov(np.asarray(x).T), (12.5 + np.sqrt(0.1)) * np.eye(2), atol=0.7)
+
+
+def test_torchcfm_moons_is_3_torchdyn_moons_minus_1():
+    # sample_moons(n) = 3 * generate_moons(n, noise=0.2) - 1; torchdyn adds rand(n, 1) * noise,
+    # one uniform number per point to both coordinates, to scikit-learn's moon points
+    x, y = torchcfm_moons().sample_with_labels(_key(5), N)
+    z, y = (np.asarray(x, np.float64) + 1.0) / 3.0, np.asarray(y)
+    # z - u (1, 1) lies on the unit circle around c (upper moon c = 0, lower moon
+    # (cos, sin) = (1, 1/2) - (z - u)): solve |z - c - u (1, 1)| = 1 for u, expect u in [0, 0.2)
+    c = np.where(y[:, None] == 0, [0.0, 0.0], [1.0, 0.5])
+    a, b = c[:, 0] - z[:, 0], c[:, 1] - z[:, 1]
+    disc = (a + b) ** 2 - 2 * (a * a + b * b - 1)
+    assert disc.min() > -1e-5
+    roots = (-(a + b)[:, None] + np.array([-1.0, 1.0]) * np.sqrt(np.maximum(disc, 0))[:, None]) / 2
+    u = np.where((roots >= -1e-5) & (roots < 0.2 + 1e-5), roots, np.inf).min(axis=1)
+    assert np.isfinite(u).all() and u.max() > 0.19 and u.min() < 0.01
+    np.testing.assert_allclose(np.asarray(x).mean(0), [0.8, 0.05], atol=0.06)  # 3 (1/2 + 0.1, 1/4 + 0.1) - 1
+
+
+def test_flow_matching_checkerboard_and_moons_are_the_examples():
+    rng = np.random.default_rng(0)  # inf_train_gen of 2d_flow_matching.ipynb, in numpy
+    x1 = rng.random(N) * 4 - 2
+    x2 = rng.random(N) - rng.integers(0, 2, N) * 2 + np.mod(np.floor(x1), 2)
+    peer = np.stack([x1, x2], 1) / 0.45
+    ours = np.asarray(flow_matching_checkerboard().sample(_key(6), N))
+
+    def cells(x):  # occupancy of the 4 x 4 cells of side 1 / 0.45
+        col, row = np.clip(np.floor(x * 0.45 + 2).astype(int), 0, 3).T
+        return np.bincount(4 * row + col, minlength=16) / len(x)
+
+    assert np.abs(ours).max() <= 2 / 0.45 + 1e-5
+    np.testing.assert_allclose(cells(ours), cells(peer), atol=0.025)  # the same 8 black cells, 1/8 each
+    # standalone_flow_matching.ipynb: sklearn.datasets.make_moons(n, noise=0.15), not centred
+    from sklearn.datasets import make_moons
+
+    sk = make_moons(N, noise=0.15, random_state=0)[0]
+    moons = np.asarray(flow_matching_moons().sample(_key(7), N))
+    np.testing.assert_allclose(moons.mean(0), sk.mean(0), atol=0.05)
+    np.testing.assert_allclose(np.cov(moons.T), np.cov(sk.T), atol=0.05)
+    assert get_toy("flow_matching_moons", noise=0.1) == Moons(noise=0.1, centred=False)
 
 
 def test_registry_and_bad_input():

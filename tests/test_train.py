@@ -261,7 +261,7 @@ def test_single_and_fused_factories_share_their_keywords():
         assert factory.__name__ == name and list(params) == ["loss_fn"] + want
         assert all(params[k].kind is inspect.Parameter.KEYWORD_ONLY for k in want)
         assert "Jitted ``step(state, " in factory.__doc__
-    with pytest.raises(ValueError, match="num_microbatches must be a positive integer"):
+    with pytest.raises(ValueError, match="num_microbatches must be a Python int >= 1"):
         jt.make_fused_train_step(toy_loss, num_microbatches=0)
     with pytest.raises(ValueError, match=r"ema_decay must lie in \[0, 1\)"):
         jt.make_vmapped_train_step(lambda _: toy_loss, ema_decay=2.0)
@@ -288,6 +288,37 @@ def test_vmapped_seed_grid_equals_separate_runs():
     for r, seed in enumerate(seeds):
         alone = run_single(fresh(ema_decay=0.9, seed=seed), 3, ema_step, key=keys[r])
         assert_trees_close(jt.unstack_tree(states, r), alone)
+
+
+def stacked(steps):
+    return jax.tree.map(lambda *xs: np.stack(xs), *[batch_at(s) for s in steps])
+
+
+def test_composed_fused_step_traces_once_and_is_the_factory():
+    # the factory is this composition: the same program, so bit-identical results
+    update = chex.assert_max_traces(jt.make_update_fn(toy_loss), n=1)
+    composed = jt.jit_step(jt.fuse(update), donate=False)
+    s, m = composed(fresh(), stacked(range(4)), KEY)
+    want, wm = fused_step(fresh(), stacked(range(4)), KEY)
+    chex.assert_trees_all_equal((s, m), (want, wm))
+    for c in (1, 2):  # new batch values and a new state: no second trace (chex would raise)
+        s, _ = composed(s, stacked(range(4 * c, 4 * c + 4)), KEY)
+    assert int(s.step) == 12 and composed._cache_size() == 1
+    assert_trees_close(s, run_single(fresh(), 12))
+
+
+def test_composed_vmap_of_runs_fused_equals_separate_runs():
+    seeds, keys = [0, 1], jax.random.split(KEY, 2)
+    update = chex.assert_max_traces(jt.make_update_fn(toy_loss), n=1)
+    step = jt.jit_step(jt.fuse(jt.vmap_runs(lambda _: update)), donate=False)
+    states = jt.stack_trees([fresh(seed=s) for s in seeds])
+    for c in range(2):
+        states, m = step(states, stacked(range(2 * c, 2 * c + 2)), keys)
+    chex.assert_shape(m["loss"], (2, 2))  # (k, R)
+    for r, seed in enumerate(seeds):
+        assert_trees_close(jt.unstack_tree(states, r), run_single(fresh(seed=seed), 4, key=keys[r]))
+    with pytest.raises(ValueError, match="leading run axis"):
+        step(fresh(), stacked(range(2)), keys)
 
 
 # ----------------------------------------------------------------------------- data parallel
@@ -361,6 +392,33 @@ def test_fit_fused_equals_unfused_and_logs():
         jt.fit(fused_step, fresh(), batch_at, KEY, num_steps=5, steps_per_call=2)
     with pytest.raises(jt.NonFiniteError, match="at step 2"):
         jt.fit(step_nodonate, fresh(), lambda s: nan_batch() if s == 2 else batch_at(s), KEY, num_steps=4)
+
+
+def test_fit_history_has_elapsed_time_and_throughput(capsys):
+    _, hist = jt.fit(step_nodonate, fresh(), batch_at, KEY, num_steps=4, log_every=1)
+    steps = [h[0] for h in hist]
+    elapsed = np.array([h[1]["elapsed_s"] for h in hist])
+    rate = np.array([h[1]["steps_per_s"] for h in hist])
+    assert steps == [1, 2, 3, 4] and np.all(elapsed > 0) and np.all(np.diff(elapsed) > 0) and np.all(rate > 0)
+    # steps_per_s is the number of updates over the wall time between two logs
+    np.testing.assert_allclose(rate, np.diff([0] + steps) / np.diff(np.concatenate([[0.0], elapsed])), rtol=1e-6)
+    lines = capsys.readouterr().out.strip().splitlines()  # the default log_fn prints one line per log
+    assert len(lines) == 4 and lines[0].startswith("step 1: finite=1, grad_norm=") and "steps/s" in lines[-1]
+
+
+def test_fit_takes_seeded_batches_and_iterables():
+    sample = lambda rng: {"x": rng.standard_normal((B, D)).astype(np.float32)}  # noqa: E731
+    batch_fn = jt.seeded_batches(sample, seed=5)
+    np.testing.assert_array_equal(batch_fn(3)["x"], batch_fn(3)["x"])  # a pure function of the step
+    np.testing.assert_array_equal(batch_fn(3)["x"], sample(np.random.default_rng([5, 3]))["x"])
+    assert not np.allclose(batch_fn(3)["x"], batch_fn(4)["x"])
+    want, _ = jt.fit(fused_step, fresh(), batch_at, KEY, num_steps=4, steps_per_call=2)
+    got, _ = jt.fit(fused_step, fresh(), (batch_at(s) for s in range(4)), KEY, num_steps=4, steps_per_call=2)
+    chex.assert_trees_all_equal(got, want)
+    with pytest.raises(ValueError, match="ran out at step 2"):
+        jt.fit(step_nodonate, fresh(), [batch_at(0), batch_at(1)], KEY, num_steps=4)
+    with pytest.raises(ValueError, match="batch_fn must be a function"):
+        jt.fit(step_nodonate, fresh(), batch_at(0), KEY, num_steps=4)
 
 
 # ----------------------------------------------------------------------------- real loss + MLP

@@ -1,31 +1,42 @@
 """Data for jflow: toy distributions (pure JAX samplers) and image pipelines (numpy, host side).
 
-- :mod:`jflow.data.toy`: 2-D toy distributions, ``get_toy(name, **params)``.
-- :mod:`jflow.data.images`: TFDS / in-memory record sources and :class:`ImageLoader`.
-- :mod:`jflow.data.digits`: the offline scikit-learn 8x8 digits (no download).
+- :mod:`jflow.data.toy`: 2-D toy distributions; :mod:`jflow.data.peers`: presets that
+  reproduce other libraries' toy sets of the same names (``torchcfm_eight_gaussians``, ...);
+  :mod:`jflow.data.registry`: ``get_toy(name, **params)`` over both.
+- :mod:`jflow.data.sources`: image record sources: TFDS, in-memory arrays, and the offline
+  scikit-learn 8x8 digits (no download).
+- :mod:`jflow.data.preprocessing`: pixel range, resize, pad (numpy).
+- :mod:`jflow.data.loader`: :class:`ImageLoader`, the resumable sharded batch iterator.
+
+Dependencies point one way: ``toy <- peers <- registry``, ``preprocessing <- sources``,
+``preprocessing <- loader``.
 
 ``tensorflow_datasets`` and ``sklearn`` are imported only when an image source is built.
 """
-from jflow.data.digits import load_digits
-from jflow.data.images import (
+from jflow.data.loader import ImageLoader
+from jflow.data.peers import (
+    TorchdynMoons,
+    flow_matching_checkerboard,
+    flow_matching_moons,
+    torchcfm_eight_gaussians,
+    torchcfm_moons,
+)
+from jflow.data.preprocessing import pad_images, preprocess_images, resize_images
+from jflow.data.registry import TOYS, get_toy
+from jflow.data.sources import (
     ArraySource,
     DatasetNotPreparedError,
-    ImageLoader,
     image_source,
-    pad_images,
-    preprocess_images,
-    resize_images,
+    load_digits,
     tfds_source,
 )
 from jflow.data.toy import (
-    TOYS,
     Checkerboard,
     Circles,
     Moons,
     Spirals,
     SwissRoll,
     eight_gaussians,
-    get_toy,
     symmetric_mixture,
 )
 
@@ -39,6 +50,11 @@ __all__ = [
     "Checkerboard",
     "Spirals",
     "SwissRoll",
+    "TorchdynMoons",
+    "torchcfm_eight_gaussians",
+    "torchcfm_moons",
+    "flow_matching_checkerboard",
+    "flow_matching_moons",
     "ArraySource",
     "DatasetNotPreparedError",
     "ImageLoader",

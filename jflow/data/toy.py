@@ -31,19 +31,25 @@ Support and scale (noise-free support; labels in brackets):
 - ``swiss_roll``: 2-D roll with radius in ``[scale/3, scale]`` (scale 2), plus a height in
   ``[-scale, scale]`` when ``dim=3``; not centred.
 
-``get_toy(name, **params)`` builds any of them by name.
+``jflow.data.get_toy(name, **params)`` builds any of them by name.
+
+**Same names, other distributions elsewhere.** torchcfm's and flow_matching's examples
+use toy sets with these names but other parameters (their exact definitions and the
+presets that reproduce them are in :mod:`jflow.data.peers`): torchcfm's 8 Gaussians have
+radius 5 and per-coordinate std ``0.1 ** 0.25 = 0.562`` (here 4 and 0.5); its moons are
+``3 x`` scikit-learn's moons ``- 1`` with a uniform shift along the diagonal instead of
+Gaussian noise (here centred, Gaussian noise 0.05); flow_matching's checkerboard covers
+``[-2/0.45, 2/0.45]^2 = [-4.44, 4.44]^2`` (here ``[-2, 2]^2``) and its moons are
+scikit-learn's, uncentred, with noise 0.15. Numbers (losses, metrics) compare across
+libraries only on the same preset.
 """
 from __future__ import annotations
-
-import inspect
-import math
-import operator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jflow._checks import check_choice, frozen_pytree, is_concrete
+from jflow._checks import check_positive_int, check_scalar_in, frozen_pytree
 from jflow.marginals import GaussianMixture
 
 Array = jax.Array
@@ -56,8 +62,6 @@ __all__ = [
     "Checkerboard",
     "Spirals",
     "SwissRoll",
-    "TOYS",
-    "get_toy",
 ]
 
 
@@ -66,42 +70,9 @@ __all__ = [
 
 def _check_n(n) -> int:
     """``n`` as a positive Python int (it fixes the output shape, so it must be static)."""
-    try:
-        n = operator.index(n)
-    except TypeError:
-        raise ValueError(
-            f"n (number of samples) must be a Python int, it fixes the output shape; got {n!r}. "
-            "Under jit, close over n or mark it static."
-        ) from None
-    if n < 1:
-        raise ValueError(f"n (number of samples) must be >= 1; got {n}")
-    return n
-
-
-def _concrete(value):
-    """The value as a numpy array when it is known on the host, else ``None`` (tracers, sentinels)."""
-    if isinstance(value, (int, float, np.ndarray, np.generic)):
-        return np.asarray(value)
-    if isinstance(value, jax.Array) and is_concrete(value):
-        return np.asarray(value)
-    return None
-
-
-def _check_param(name: str, value, *, lo: float, lo_open: bool, hi: float = math.inf, hi_open: bool = False):
-    v = _concrete(value)
-    if v is None:
-        return
-    if v.ndim != 0:
-        raise ValueError(f"{name} must be a scalar; got shape {v.shape}")
-    bad = np.isnan(v) or (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi)
-    if bad:
-        interval = ("(" if lo_open else "[") + f"{lo}, {hi}" + (")" if hi_open else "]")
-        raise ValueError(f"{name} must lie in {interval}; got {float(v)}")
-
-
-def _check_static_int(name: str, value, lo: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lo:
-        raise ValueError(f"{name} must be a Python int >= {lo}; got {value!r}")
+    return check_positive_int(
+        n, "n (number of samples)", why="it fixes the output shape; under jit, close over n or mark it static"
+    )
 
 
 def _float():
@@ -127,9 +98,9 @@ def symmetric_mixture(nmodes: int = 5, std: float = 1.0, scale: float = 10.0) ->
     modes on the circle of radius ``scale`` (first one on the positive x axis); the mean is
     0 for ``K >= 2``. Labels of ``sample_with_labels`` are the component ``k``.
     """
-    _check_static_int("nmodes", nmodes, 1)
-    _check_param("std", std, lo=0.0, lo_open=False)
-    _check_param("scale", scale, lo=0.0, lo_open=False)
+    check_positive_int(nmodes, "nmodes")
+    check_scalar_in(std, "std", lo=0.0, lo_open=False)
+    check_scalar_in(scale, "scale", lo=0.0, lo_open=False)
     dtype = _float()
     angles = 2 * jnp.pi * jnp.arange(nmodes, dtype=dtype) / nmodes
     means = scale * _unit(angles)
@@ -143,7 +114,8 @@ def eight_gaussians(radius: float = 4.0, std: float = 0.5) -> GaussianMixture:
 
     :math:`\frac18\sum_{k=0}^{7}\mathcal N\big(r(\cos\frac{\pi k}{4}, \sin\frac{\pi k}{4}), \mathrm{std}^2 I_2\big)`
     with ``r = radius``: modes on the circle of radius 4 (default) at multiples of 45 degrees; mean 0.
-    Labels are the component ``k``.
+    Labels are the component ``k``. torchcfm's ``sample_8gaussians`` is
+    ``eight_gaussians(radius=5.0, std=0.1 ** 0.25)`` (:func:`jflow.data.peers.torchcfm_eight_gaussians`).
     """
     return symmetric_mixture(8, std=std, scale=radius)
 
@@ -151,7 +123,7 @@ def eight_gaussians(radius: float = 4.0, std: float = 0.5) -> GaussianMixture:
 # --------------------------------------------------------------------------- other toys
 
 
-@frozen_pytree()
+@frozen_pytree(meta=("centred",))
 class Moons:
     r"""Two interleaving half circles ("moons"), centred so that the mean is exactly 0.
 
@@ -161,17 +133,26 @@ class Moons:
     :math:`-(\tfrac12, \tfrac14)`. Then :math:`x = \mathrm{scale}\,(\text{point} + \mathrm{noise}\,\epsilon)`.
     Noise-free support: upper unit half circle centred at ``scale * (-1/2, -1/4)`` and lower
     one centred at ``scale * (1/2, 1/4)``; the set lies in ``scale * [-1.5, 1.5] x [-0.75, 0.75]``.
+
+    ``centred=False`` keeps scikit-learn's position (mean ``scale * (1/2, 1/4)``):
+    ``Moons(noise=0.15, centred=False)`` is the ``make_moons(n, noise=0.15)`` of
+    flow_matching's example (:func:`jflow.data.peers.flow_matching_moons`), with
+    :math:`\theta` i.i.d. where scikit-learn spaces it evenly. Not torchcfm's moons
+    (:func:`jflow.data.peers.torchcfm_moons`).
     """
 
     noise: float = 0.05
     scale: float = 1.0
+    centred: bool = True
 
     dim = 2
     num_classes = 2
 
     def __post_init__(self):
-        _check_param("noise", self.noise, lo=0.0, lo_open=False)
-        _check_param("scale", self.scale, lo=0.0, lo_open=True)
+        check_scalar_in(self.noise, "noise", lo=0.0, lo_open=False)
+        check_scalar_in(self.scale, "scale", lo=0.0, lo_open=True)
+        if not isinstance(self.centred, (bool, np.bool_)):
+            raise ValueError(f"centred must be True or False; got {self.centred!r}")
 
     def sample_with_labels(self, key: Array, n: int) -> tuple[Array, Array]:
         """``(x, y)``: ``(n, 2)`` points and ``(n,)`` int32 moon index (0 upper, 1 lower)."""
@@ -181,6 +162,8 @@ class Moons:
         theta = jax.random.uniform(k_t, (n,), _float(), 0.0, jnp.pi)
         sign = (1 - 2 * y).astype(_float())[:, None]
         clean = sign * (_unit(theta) - jnp.array([0.5, 0.25], _float()))
+        if not self.centred:
+            clean = clean + jnp.array([0.5, 0.25], _float())
         x = self.scale * (clean + self.noise * jax.random.normal(k_e, (n, 2), _float()))
         return x, y
 
@@ -206,9 +189,9 @@ class Circles:
     num_classes = 2
 
     def __post_init__(self):
-        _check_param("factor", self.factor, lo=0.0, lo_open=True, hi=1.0, hi_open=True)
-        _check_param("noise", self.noise, lo=0.0, lo_open=False)
-        _check_param("scale", self.scale, lo=0.0, lo_open=True)
+        check_scalar_in(self.factor, "factor", lo=0.0, lo_open=True, hi=1.0, hi_open=True)
+        check_scalar_in(self.noise, "noise", lo=0.0, lo_open=False)
+        check_scalar_in(self.scale, "scale", lo=0.0, lo_open=True)
 
     def sample_with_labels(self, key: Array, n: int) -> tuple[Array, Array]:
         """``(x, y)``: ``(n, 2)`` points and ``(n,)`` int32 circle index (0 outer, 1 inner)."""
@@ -233,7 +216,9 @@ class Checkerboard:
     bottom, column ``j`` from the left) is black when ``i + j`` is even, so the bottom-left
     cell is black. ``num_cells`` must be even: every row then has ``num_cells / 2`` black
     cells, the board is symmetric under ``x -> -x`` (the mean is 0) and each black cell has
-    probability ``2 / num_cells^2``. Default: 4 x 4 cells on ``[-2, 2]^2``.
+    probability ``2 / num_cells^2``. Default: 4 x 4 cells on ``[-2, 2]^2``. The checkerboard
+    of flow_matching's examples is ``Checkerboard(scale=2 / 0.45)``
+    (:func:`jflow.data.peers.flow_matching_checkerboard`).
     """
 
     num_cells: int = 4
@@ -242,10 +227,10 @@ class Checkerboard:
     dim = 2
 
     def __post_init__(self):
-        _check_static_int("num_cells", self.num_cells, 2)
+        check_positive_int(self.num_cells, "num_cells", minimum=2)
         if self.num_cells % 2:
             raise ValueError(f"num_cells must be even (equal black cells per row); got {self.num_cells}")
-        _check_param("scale", self.scale, lo=0.0, lo_open=True)
+        check_scalar_in(self.scale, "scale", lo=0.0, lo_open=True)
 
     def sample(self, key: Array, n: int) -> Array:
         """``(n, 2)`` samples, uniform on the black cells."""
@@ -281,10 +266,10 @@ class Spirals:
         return self.n_arms
 
     def __post_init__(self):
-        _check_static_int("n_arms", self.n_arms, 1)
-        _check_param("turns", self.turns, lo=0.0, lo_open=True)
-        _check_param("noise", self.noise, lo=0.0, lo_open=False)
-        _check_param("scale", self.scale, lo=0.0, lo_open=True)
+        check_positive_int(self.n_arms, "n_arms")
+        check_scalar_in(self.turns, "turns", lo=0.0, lo_open=True)
+        check_scalar_in(self.noise, "noise", lo=0.0, lo_open=False)
+        check_scalar_in(self.scale, "scale", lo=0.0, lo_open=True)
 
     def sample_with_labels(self, key: Array, n: int) -> tuple[Array, Array]:
         """``(x, y)``: ``(n, 2)`` points and ``(n,)`` int32 arm index."""
@@ -318,8 +303,8 @@ class SwissRoll:
     def __post_init__(self):
         if self.dim not in (2, 3):
             raise ValueError(f"dim must be 2 (the roll) or 3 (roll x height); got {self.dim!r}")
-        _check_param("noise", self.noise, lo=0.0, lo_open=False)
-        _check_param("scale", self.scale, lo=0.0, lo_open=True)
+        check_scalar_in(self.noise, "noise", lo=0.0, lo_open=False)
+        check_scalar_in(self.scale, "scale", lo=0.0, lo_open=True)
 
     def sample(self, key: Array, n: int) -> Array:
         """``(n, dim)`` samples."""
@@ -331,32 +316,3 @@ class SwissRoll:
             height = jax.random.uniform(k_h, (n, 1), _float(), -1.0, 1.0)
             clean = jnp.concatenate([clean, height], axis=-1)
         return self.scale * (clean + self.noise * jax.random.normal(k_e, (n, self.dim), _float()))
-
-
-# --------------------------------------------------------------------------- registry
-
-TOYS = {
-    "symmetric_mixture": symmetric_mixture,
-    "eight_gaussians": eight_gaussians,
-    "moons": Moons,
-    "circles": Circles,
-    "checkerboard": Checkerboard,
-    "spirals": Spirals,
-    "swiss_roll": SwissRoll,
-}
-
-
-def get_toy(name: str, **params):
-    """Build a toy distribution by name: one of :data:`TOYS` (see the module docstring).
-
-    ``params`` are the keyword arguments of that distribution (e.g.
-    ``get_toy("moons", noise=0.1)``, ``get_toy("symmetric_mixture", nmodes=5, std=1.0,
-    scale=10.0)``). Unknown names or parameters raise ``ValueError``.
-    """
-    check_choice(name, TOYS, "toy distribution")
-    factory = TOYS[name]
-    allowed = [p for p in inspect.signature(factory).parameters]
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} for toy {name!r}; allowed: {allowed}")
-    return factory(**params)

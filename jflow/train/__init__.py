@@ -1,5 +1,5 @@
-"""Training machinery: state, jitted / fused / vmapped / data-parallel steps, EMA,
-optimizers, orbax checkpoints with exact resume, multi-host launch.
+"""Training machinery: state, an update composed with transforms (jit, fused, vmapped,
+sharded, pmap), EMA, optimizers, orbax checkpoints with exact resume, multi-host launch.
 
 A minimal run::
 
@@ -16,6 +16,11 @@ hyper-parameter grid) train as one vmapped state with the same loop::
     step = make_vmapped_train_step(lambda _: loss_fn, fused=True)
     states, _ = fit(step, states, batch_fn, jax.random.split(key, R), num_steps=1000,
                     steps_per_call=10, checkpointer=Checkpointer("ckpt"), save_every=100)
+
+Every ``make_*_train_step`` is a composition of :func:`make_update_fn` (the pure update,
+where the step options live) with the transforms :func:`jit_step`, :func:`fuse`,
+:func:`vmap_runs`, :func:`shard_step` and :func:`pmap_step`; compose them directly for
+other combinations, e.g. ``jit_step(fuse(make_update_fn(loss_fn)), donate=False)``.
 """
 from jflow.train.checkpoint import (
     CheckpointCorruptedError,
@@ -30,31 +35,27 @@ from jflow.train.distributed import (
     process_batch_slice,
 )
 from jflow.train.ema import ema_decay_at, ema_update
-from jflow.train.loop import fit
+from jflow.train.loop import fit, seeded_batches
+from jflow.train.nonfinite import NonFiniteError, check_finite
 from jflow.train.optim import make_lr_schedule, make_optimizer
 from jflow.train.parallel import (
+    batch_sharding,
     make_mesh,
-    make_pmap_train_step,
-    make_sharded_train_step,
     put_replicated,
-    replicate,
     replicated_sharding,
     shard_batch,
-    split_batch,
-    stack_trees,
-    unreplicate,
-    unstack_tree,
 )
 from jflow.train.state import TrainState, create_train_state, current_step, state_arrays
 from jflow.train.steps import (
-    NonFiniteError,
-    check_finite,
-    fuse,
     make_fused_train_step,
+    make_pmap_train_step,
+    make_sharded_train_step,
     make_train_step,
-    make_update_fn,
     make_vmapped_train_step,
 )
+from jflow.train.transforms import fuse, jit_step, pmap_step, shard_step, vmap_runs
+from jflow.train.trees import replicate, split_batch, stack_trees, unreplicate, unstack_tree
+from jflow.train.update import UpdateOptions, make_update_fn
 
 __all__ = [
     "TrainState",
@@ -66,14 +67,20 @@ __all__ = [
     "ema_decay_at",
     "ema_update",
     "make_update_fn",
+    "UpdateOptions",
+    "jit_step",
+    "fuse",
+    "vmap_runs",
+    "shard_step",
+    "pmap_step",
     "make_train_step",
     "make_fused_train_step",
     "make_vmapped_train_step",
-    "fuse",
     "check_finite",
     "NonFiniteError",
     "make_mesh",
     "replicated_sharding",
+    "batch_sharding",
     "put_replicated",
     "shard_batch",
     "make_sharded_train_step",
@@ -88,6 +95,7 @@ __all__ = [
     "CheckpointCorruptedError",
     "CheckpointIncompatibleError",
     "fit",
+    "seeded_batches",
     "initialize_distributed",
     "is_main_process",
     "process_batch_slice",

@@ -41,8 +41,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jflow._checks import check_positive_int
+from jflow.train.checkpoint_checks import (
+    CheckpointCorruptedError,
+    CheckpointError,
+    CheckpointIncompatibleError,
+    check_matches,
+    corrupted,
+    read_all_arrays,
+)
+from jflow.train.nonfinite import NonFiniteError, all_finite
 from jflow.train.state import TrainState, current_step, state_arrays
-from jflow.train.steps import NonFiniteError
 
 __all__ = [
     "CheckpointError",
@@ -52,30 +61,6 @@ __all__ = [
 ]
 
 PyTree = Any
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used; the message names its path and what to do."""
-
-
-class CheckpointCorruptedError(CheckpointError):
-    """The files of a checkpoint are damaged or incomplete."""
-
-
-class CheckpointIncompatibleError(CheckpointError):
-    """A checkpoint does not match the state (structure, shapes, dtypes) or config asked for."""
-
-
-def _path_key(entry) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(entry, attr):
-            return str(getattr(entry, attr))
-    return str(entry)
-
-
-def _flat_by_path(tree) -> dict:
-    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {"/".join(_path_key(e) for e in path): leaf for path, leaf in leaves}
 
 
 def _json_roundtrip(obj, what: str):
@@ -100,12 +85,6 @@ def _uncommitted_if(x: jax.Array, flag: bool) -> jax.Array:
     return jnp.asarray(value)
 
 
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
-
-
 class Checkpointer:
     """Save every N steps / keep the last K / restore the latest, on top of orbax's
     ``CheckpointManager``.
@@ -116,14 +95,22 @@ class Checkpointer:
       max_to_keep: keep this many most recent checkpoints (``None``: all).
       async_save: write in a background thread (``save`` returns once the arrays are
         copied off the devices); :meth:`wait` / :meth:`close` block until written.
+      verify: before restoring, read every array of the step once without an event
+        loop (:func:`jflow.train.checkpoint_checks.read_all_arrays`), so that a damaged
+        file raises one :class:`CheckpointCorruptedError` instead of orbax's error plus
+        a flood of "Event loop is closed" tracebacks on stderr. Costs one extra read of
+        the checkpoint; ``False`` leaves damaged files to orbax.
 
     Use as a context manager, or call :meth:`close` when done.
     """
 
-    def __init__(self, directory, *, max_to_keep: Optional[int] = 3, async_save: bool = True):
-        if max_to_keep is not None and max_to_keep < 1:
-            raise ValueError(f"max_to_keep must be >= 1 or None; got {max_to_keep}")
+    def __init__(
+        self, directory, *, max_to_keep: Optional[int] = 3, async_save: bool = True, verify: bool = True,
+    ):
+        if max_to_keep is not None:
+            check_positive_int(max_to_keep, "max_to_keep", why="or None to keep every checkpoint")
         self.directory = os.path.abspath(os.fspath(directory))
+        self.verify = bool(verify)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
         )
@@ -179,7 +166,7 @@ class Checkpointer:
         if step in self._manager.all_steps():
             return False
         arrays = state_arrays(state)
-        if not bool(_all_finite(arrays)):
+        if not bool(all_finite(arrays)):
             raise NonFiniteError(
                 f"refusing to save the state of step {step} to {self.directory}: it holds NaN or "
                 f"inf values; the last good checkpoint (step {self.latest_step()}) is kept"
@@ -221,44 +208,30 @@ class Checkpointer:
     def _check_compatible(self, step: int, target: dict) -> None:
         path = self.step_path(step)
         try:
+            if self.verify:
+                read_all_arrays(os.path.join(path, "state"))
             meta = self._manager.item_metadata(step)["state"]
         except Exception as e:  # orbax/tensorstore raise many types for damaged files
-            raise CheckpointCorruptedError(self._corrupt_message(path, step, e)) from e
+            raise self._corrupted(step, e) from e
         if meta is None:
-            raise CheckpointCorruptedError(self._corrupt_message(path, step, "no state metadata"))
-        saved = _flat_by_path(getattr(meta, "tree", meta))
-        wanted = _flat_by_path(target)
-        problems = []
-        for name in sorted(set(saved) | set(wanted)):
-            if name not in saved:
-                problems.append(f"{name}: missing from the checkpoint")
-            elif name not in wanted:
-                problems.append(f"{name}: in the checkpoint but not in the template state")
-            else:
-                s, w = saved[name], wanted[name]
-                if tuple(s.shape) != tuple(w.shape) or np.dtype(s.dtype) != np.dtype(w.dtype):
-                    problems.append(
-                        f"{name}: checkpoint has {np.dtype(s.dtype).name}{list(s.shape)}, "
-                        f"template has {np.dtype(w.dtype).name}{list(w.shape)}"
-                    )
-        if problems:
-            shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
-            raise CheckpointIncompatibleError(
-                f"checkpoint {path} does not match the state to restore into ({shown}). It was "
-                "written by a run with a different model, optimizer or EMA setting: restore it with "
-                "the same configuration, or start a new run in another directory."
-            )
+            raise self._corrupted(step, "no state metadata")
+        check_matches(getattr(meta, "tree", meta), target, path)
 
-    def _corrupt_message(self, path: str, step: int, err) -> str:
-        others = [s for s in self.all_steps() if s != step]
-        hint = (
-            f"restore an earlier step with restore(..., step={others[-1]}) or delete {path} to "
-            "resume from the previous checkpoint"
-            if others else f"delete {path} and start the run again"
-        )
-        detail = str(err)
-        detail = detail if len(detail) <= 300 else detail[:300] + "..."
-        return f"checkpoint {path} is damaged or incomplete ({type(err).__name__}: {detail}); {hint}"
+    def _corrupted(self, step: int, err) -> CheckpointCorruptedError:
+        return corrupted(self.step_path(step), err, [s for s in self.all_steps() if s != step])
+
+    def _completed_step(self, step: Optional[int]) -> int:
+        """``step`` if it is a completed checkpoint, the latest one for ``None``; else :class:`CheckpointError`."""
+        steps = self.all_steps()
+        if step is None:
+            if not steps:
+                raise CheckpointError(f"no checkpoint in {self.directory}; nothing to restore")
+            return steps[-1]
+        if step not in steps:
+            raise CheckpointError(
+                f"no completed checkpoint for step {step} in {self.directory}; available: {steps}"
+            )
+        return step
 
     def restore(
         self,
@@ -288,15 +261,7 @@ class Checkpointer:
         """
         if not isinstance(template, TrainState):
             raise ValueError(f"template must be a TrainState; got {type(template).__name__}")
-        steps = self.all_steps()
-        if step is None:
-            if not steps:
-                raise CheckpointError(f"no checkpoint in {self.directory}; nothing to restore")
-            step = steps[-1]
-        elif step not in steps:
-            raise CheckpointError(
-                f"no completed checkpoint for step {step} in {self.directory}; available: {steps}"
-            )
+        step = self._completed_step(step)
         target, uncommit = self._abstract_target(template, sharding)
         self._check_compatible(step, target)
         path = self.step_path(step)
@@ -310,7 +275,7 @@ class Checkpointer:
                 ),
             )
         except Exception as e:  # damaged array files surface as tensorstore/orbax errors
-            raise CheckpointCorruptedError(self._corrupt_message(path, step, e)) from e
+            raise self._corrupted(step, e) from e
         saved_config = out["config"] if out["config"] is not None else {}
         if config is not None and _json_roundtrip(config, "config") != saved_config:
             raise CheckpointIncompatibleError(

@@ -10,7 +10,7 @@
 - ``opt_state``: the optax optimizer state;
 - ``ema_params``: an exponential moving average of ``params`` (``None`` without EMA);
 - ``nonfinite_count``: int32 scalar, updates skipped because the loss or gradient was not
-  finite (only ``skip_nonfinite=True`` steps skip; see :mod:`jflow.train.steps`).
+  finite (only ``skip_nonfinite=True`` steps skip; see :mod:`jflow.train.nonfinite`).
 
 The optimizer ``tx`` and the EMA decay are static fields (part of the tree structure, not
 leaves), so a ``TrainState`` goes through ``jit``, ``vmap``, ``pmap``, ``lax.scan`` and
