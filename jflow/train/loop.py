@@ -15,7 +15,7 @@ step (set its own state, e.g. ``loader.set_state``), else the resumed run sees o
 data than the uninterrupted one.
 
 :class:`jflow.data.ImageLoader` is resumable by position; either read it by random
-access, as ``experiments/images.py`` does (``prefetch=0``)::
+access, as ``experiments/images/`` does (``prefetch=0``)::
 
     n = loader.batches_per_epoch
     batch_fn = lambda step: loader.batch_at(step // n, step % n)
