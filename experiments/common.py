@@ -69,7 +69,8 @@ def parse_config(cls, presets: Mapping[str, Mapping[str, Any]], argv: Sequence[s
     Returns ``(config, args)``; ``args.out`` is the run directory (``--out``).
     """
     hints = typing.get_type_hints(cls)
-    parser = _Parser(description=description or cls.__doc__,
+    script = cls.__module__.rpartition(".")[0]  # experiments.<name>.config -> experiments.<name>
+    parser = _Parser(prog=f"python -m {script}", description=description or cls.__doc__,
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--preset", default="default", choices=sorted(presets),
                         help="named set of defaults; flags below override it")

@@ -66,3 +66,13 @@ def test_streams_name_every_key_and_refuse_unknown_names():
     assert len({tuple(np.asarray(k)) for k in keys}) == 3
     with pytest.raises(ValueError, match=r"unknown random stream 'test'.*\['heldout', 'train'\]"):
         streams.key("test")
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_help_names_the_command_that_runs_the_script(capsys, script):
+    main, steps = SCRIPTS[script]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m experiments.{script} ") and f"--{steps}" in out
