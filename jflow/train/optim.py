@@ -10,6 +10,7 @@ from jflow._checks import check_choice
 __all__ = ["make_lr_schedule", "make_optimizer", "OPTIMIZERS"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+ADAMW_WEIGHT_DECAY = 1e-4  # optax.adamw's default
 
 
 def make_lr_schedule(
@@ -56,12 +57,12 @@ def make_lr_schedule(
 def make_optimizer(
     learning_rate: float = 1e-3,
     *,
-    name: str = "adamw",
+    name: str = "adam",
     warmup_steps: int = 0,
     total_steps: Optional[int] = None,
     end_factor: float = 0.0,
     clip_norm: Optional[float] = None,
-    weight_decay: float = 0.0,
+    weight_decay: Optional[float] = None,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
@@ -70,20 +71,31 @@ def make_optimizer(
     """An optax optimizer: optional global-norm clipping, then ``name`` with the schedule of
     :func:`make_lr_schedule`.
 
-    ``name``: ``"adam"``, ``"adamw"`` (decoupled ``weight_decay``) or ``"sgd"`` (with
-    optional ``momentum``). ``clip_norm``: clip the global gradient norm to this value
+    ``name``: ``"adam"`` (the default), ``"adamw"`` (decoupled ``weight_decay``) or ``"sgd"``
+    (with optional ``momentum``). ``clip_norm``: clip the global gradient norm to this value
     (``optax.clip_by_global_norm``) before the optimizer sees it.
+
+    Defaults, and why: ``make_optimizer(lr)`` is exactly ``optax.adam(lr)``, which is also
+    ``torch.optim.Adam(lr=lr)`` (same ``b1, b2, eps``; ``eps`` added to the bias-corrected
+    ``sqrt(v)``; no weight decay): the optimizer of the flow matching examples of the lectures,
+    of ``flow_matching`` and of ``torchcfm``, so that a comparison with them starts from the
+    same optimizer (``python -m benchmarks.quality``). ``weight_decay`` defaults to ``1e-4``
+    for ``"adamw"`` (``optax.adamw``'s default: asking for AdamW means asking for a decay) and
+    must be left ``None`` (or ``0``) for ``"adam"`` and ``"sgd"``.
     """
     check_choice(name, OPTIMIZERS, "optimizer name")
+    if weight_decay and name != "adamw":
+        raise ValueError(f"weight_decay={weight_decay} needs name='adamw' ({name} has no decoupled weight decay)")
     schedule = make_lr_schedule(
         learning_rate, warmup_steps=warmup_steps, total_steps=total_steps, end_factor=end_factor
     )
     if name == "adam":
-        if weight_decay:
-            raise ValueError("weight_decay needs name='adamw' (adam has no decoupled decay)")
         opt = optax.adam(schedule, b1=b1, b2=b2, eps=eps)
     elif name == "adamw":
-        opt = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+        decay = ADAMW_WEIGHT_DECAY if weight_decay is None else float(weight_decay)
+        if not decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0; got {weight_decay}")
+        opt = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=decay)
     else:
         opt = optax.sgd(schedule, momentum=momentum)
     if clip_norm is None:
