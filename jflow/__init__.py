@@ -9,6 +9,8 @@ from jflow import (
     couplings,
     data,
     fields,
+    grids,
+    guidance,
     integrators,
     likelihood,
     losses,
@@ -19,7 +21,9 @@ from jflow import (
     sampling,
     schedule_change,
     schedulers,
+    time_sampling,
     train,
+    weighting,
 )
 
 __version__ = "0.1.0"
@@ -28,7 +32,11 @@ __all__ = [
     "paths",
     "marginals",
     "losses",
+    "weighting",
+    "time_sampling",
+    "guidance",
     "integrators",
+    "grids",
     "sampling",
     "fields",
     "likelihood",

@@ -45,12 +45,12 @@ import numpy as np
 
 from jflow._checks import as_float, check_choice, expand_time, is_concrete
 from jflow.paths import PARAMETERIZATIONS, conditional_target, sample_conditional
-from jflow.schedulers import derivatives
+from jflow.guidance import drop_labels
+from jflow.time_sampling import TIME_SAMPLING, check_time_range, sample_time
+from jflow.weighting import LOSS_WEIGHTINGS, loss_weight, noise_error_factor, resolve_weighting, weigh_errors
 
 Array = jax.Array
 
-TIME_SAMPLING = ("uniform", "logit_normal", "stratified")
-LOSS_WEIGHTINGS = ("none", "velocity", "score", "noise", "data", "min_snr")
 SCORE_T_MAX = 1.0 - 1e-3
 """Default upper end of the time range for the ``score`` parameterisation (see :func:`make_loss`)."""
 
@@ -126,84 +126,6 @@ def conditional_matching_errors(prediction, sched, z, eps, t, parameterization: 
     return _squared_norm(prediction - target)
 
 
-def _apply_weighting(weighting, t, errors):
-    if weighting is None:
-        return errors
-    w = jnp.asarray(weighting(t))
-    try:
-        shape = np.broadcast_shapes(w.shape, errors.shape)
-    except ValueError:
-        shape = None
-    if shape != errors.shape:
-        raise ValueError(
-            f"weighting(t) must return a scalar or an array of shape {errors.shape} (one weight "
-            f"per example); got shape {w.shape}"
-        )
-    return w.astype(errors.dtype) * errors
-
-
-def noise_error_factor(sched, t, parameterization: str) -> Array:
-    r"""The factor :math:`c_P(t)^2` with :math:`\|P^\theta - P\|^2 = c_P(t)^2\,\|\epsilon^\theta - \epsilon\|^2`.
-
-    On a Gaussian path every parameterisation is affine in the noise prediction at a fixed
-    :math:`x_t` (:func:`jflow.paths.convert`), so the squared error of any of them is a
-    time-dependent multiple of the noise-prediction error:
-
-    ============ ========================================================================
-    ``noise``     :math:`1`
-    ``score``     :math:`1/\beta_t^2` (:math:`s = -\epsilon/\beta_t`)
-    ``data``      :math:`\beta_t^2/\alpha_t^2 = 1/\mathrm{SNR}(t)` (:math:`z = (x - \beta_t\epsilon)/\alpha_t`)
-    ``velocity``  :math:`(\dot\beta_t - \dot\alpha_t\beta_t/\alpha_t)^2 = \beta_t^2\dot\lambda_t^2`,
-                  :math:`\lambda_t = \log(\alpha_t/\beta_t)` (CondOT: :math:`1/t^2`)
-    ============ ========================================================================
-    """
-    check_choice(parameterization, PARAMETERIZATIONS, "parameterization")
-    alpha, beta, d_alpha, d_beta = derivatives(sched, as_float(t))
-    if parameterization == "noise":
-        return jnp.ones_like(alpha)
-    if parameterization == "score":
-        return 1.0 / jnp.square(beta)
-    if parameterization == "data":
-        return jnp.square(beta / alpha)
-    return jnp.square(d_beta - d_alpha * beta / alpha)
-
-
-def loss_weight(name: str, sched, t, parameterization: str, *, snr_gamma=5.0) -> Array:
-    r"""Weight :math:`w(t)` on the per-example error of ``parameterization`` for a named weighting.
-
-    The names say what the weighted loss equals, whatever the network predicts (so that
-    methods can be compared at the same weighting):
-
-    - ``"none"``: :math:`w = 1`, the parameterisation's own loss (Algorithm 5 as written
-      for ``score``, Algorithm 3/4 for ``velocity``).
-    - ``"noise"``, ``"score"``, ``"data"``, ``"velocity"``: the unweighted loss of that
-      parameterisation, :math:`w = c_{name}^2 / c_P^2` (:func:`noise_error_factor`). E.g. a
-      score model with ``"noise"`` has :math:`w = \beta_t^2`:
-      :math:`\beta_t^2\|s^\theta + \epsilon/\beta_t\|^2 = \|\epsilon^\theta - \epsilon\|^2` with
-      :math:`\epsilon^\theta = -\beta_t s^\theta`, i.e. denoising score matching weighted by
-      :math:`\beta_t^2` *is* DDPM noise prediction; ``"data"`` is the noise loss weighted by
-      :math:`1/\mathrm{SNR}`.
-    - ``"min_snr"`` (Hang et al. 2023, min-SNR-:math:`\gamma`): the data-prediction loss weighted
-      by :math:`\min(\mathrm{SNR}_t, \gamma)`, i.e. the noise loss weighted by
-      :math:`\min(1, \gamma/\mathrm{SNR}_t)`, with :math:`\mathrm{SNR}_t = \alpha_t^2/\beta_t^2`
-      and ``gamma = snr_gamma`` (5 in the paper).
-
-    Infinite where a factor is (e.g. ``"score"`` at :math:`\beta_t = 0`); keep ``t`` inside
-    ``(t_min, t_max)`` accordingly.
-    """
-    check_choice(name, LOSS_WEIGHTINGS, "loss weighting")
-    t = as_float(t)
-    if name == "none":
-        return jnp.ones_like(t)
-    own = noise_error_factor(sched, t, parameterization)
-    if name == "min_snr":
-        alpha, beta = sched(t)
-        target = jnp.minimum(1.0, snr_gamma * jnp.square(beta) / jnp.square(alpha))
-    else:
-        target = noise_error_factor(sched, t, name)
-    return target / own
-
-
 def conditional_matching_loss(
     prediction,
     sched,
@@ -236,132 +158,7 @@ def conditional_matching_loss(
       A scalar in the dtype of the inputs.
     """
     errors = conditional_matching_errors(prediction, sched, z, eps, t, parameterization)
-    return jnp.mean(_apply_weighting(weighting, as_float(t), errors))
-
-
-# --------------------------------------------------------------------------------------
-# Time sampling
-# --------------------------------------------------------------------------------------
-
-
-def _check_range(t_min, t_max):
-    if is_concrete(t_min) and is_concrete(t_max):
-        lo, hi = float(np.asarray(t_min)), float(np.asarray(t_max))
-        if not (0.0 <= lo < hi <= 1.0):
-            raise ValueError(
-                f"need 0 <= t_min < t_max <= 1 (flow time: t=0 noise, t=1 data); got "
-                f"t_min={t_min}, t_max={t_max}"
-            )
-
-
-def sample_time(
-    key,
-    n: int,
-    *,
-    method: str = "uniform",
-    mean=0.0,
-    std=1.0,
-    t_min=0.0,
-    t_max=1.0,
-    dtype=None,
-) -> Array:
-    r"""``n`` training times in ``[t_min, t_max]`` (flow time: 0 noise, 1 data), shape ``(n,)``.
-
-    A draw ``u`` in ``[0, 1]`` is mapped affinely, :math:`t = t_{\min} + (t_{\max} - t_{\min})\,u`,
-    so each method keeps its shape on the shorter interval:
-
-    - ``"uniform"``: :math:`u \sim \mathrm{Unif}_{[0, 1)}`, as in Algorithms 3-6
-      (:math:`t \sim \mathrm{Unif}_{[0,1]}`).
-    - ``"logit_normal"``: :math:`u = \mathrm{sigmoid}(m + s\,n)`, :math:`n \sim \mathcal N(0, 1)`
-      (``mean`` :math:`= m`, ``std`` :math:`= s`): concentrates training on intermediate
-      times, as in Stable Diffusion 3 (lecture case study). Its median is
-      :math:`\mathrm{sigmoid}(m)`.
-    - ``"stratified"``: one uniform draw in each of the ``n`` bins :math:`[i/n, (i+1)/n)`,
-      then randomly permuted: the same marginal law as ``"uniform"`` with lower variance
-      of the batch-mean loss.
-
-    **Clipping for the score form.** The denoising score matching target
-    :math:`-\epsilon/\beta_t` (Algorithm 5) blows up as :math:`\beta_t \to 0`, i.e. as
-    :math:`t \to 1` ("numerically unstable for low beta"): its squared norm has mean
-    :math:`d/\beta_t^2`, whose integral over :math:`t \in [0, 1]` diverges for every built-in
-    scheduler (:math:`\beta_t^2 \sim (1-t)^2` or :math:`\sim (1-t)` near ``t = 1``), so the
-    loss and its gradients are dominated by a few examples near ``t = 1``. Train the score
-    form with ``t_max < 1``; :func:`make_loss` uses ``t_max = SCORE_T_MAX = 1 - 1e-3`` by
-    default for it. The other targets are finite on all of ``[0, 1]`` for schedulers with
-    finite derivatives.
-
-    Args:
-      key: a ``jax.random`` key. n: a positive Python int (the batch size).
-      method: ``"uniform"``, ``"logit_normal"`` or ``"stratified"``.
-      mean, std: parameters of ``"logit_normal"`` (``std > 0``); ignored otherwise.
-      t_min, t_max: the time range, ``0 <= t_min < t_max <= 1``.
-      dtype: float dtype of the result (default: jax's default float).
-    """
-    check_choice(method, TIME_SAMPLING, "time sampling method")
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive int (the number of times to draw); got {n!r}")
-    if is_concrete(std) and not np.all(np.asarray(std) > 0):
-        raise ValueError(f"std of the logit-normal time distribution must be > 0; got {std}")
-    _check_range(t_min, t_max)
-    dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"dtype must be a float dtype; got {dtype}")
-    if method == "uniform":
-        u = jax.random.uniform(key, (n,), dtype)
-    elif method == "logit_normal":
-        u = jax.nn.sigmoid(jnp.asarray(mean, dtype) + jnp.asarray(std, dtype) * jax.random.normal(key, (n,), dtype))
-    else:
-        key_u, key_perm = jax.random.split(key)
-        u = (jnp.arange(n, dtype=dtype) + jax.random.uniform(key_u, (n,), dtype)) / n
-        u = jax.random.permutation(key_perm, u)
-    lo, hi = jnp.asarray(t_min, dtype), jnp.asarray(t_max, dtype)
-    return lo + (hi - lo) * u
-
-
-# --------------------------------------------------------------------------------------
-# Classifier-free guidance training
-# --------------------------------------------------------------------------------------
-
-
-def drop_labels(key, y, p, null_label) -> Array:
-    r"""Replace each example's label by ``null_label`` with probability ``p`` (independently).
-
-    Classifier-free guidance training (Algorithm 5 of the 2025 slides, step 6: "with
-    probability p drop label: :math:`y \leftarrow \varnothing`"): one network learns both
-    the guided field :math:`u^\theta_t(x|y)` and the unguided :math:`u^\theta_t(x|\varnothing)`
-    that Algorithm 8 combines at sampling time.
-
-    Args:
-      key: a ``jax.random`` key.
-      y: labels with the batch axis first: ``(B,)`` integer classes, or ``(B, ...)`` (e.g.
-        one-hot rows or embeddings), in which case a whole row is replaced.
-      p: drop probability in ``[0, 1]`` (may be a traced array). ``p = 0`` returns ``y``
-        unchanged and ``p = 1`` replaces every label, exactly.
-      null_label: the "empty" label :math:`\varnothing`, cast to ``y.dtype``; a scalar or an
-        array that broadcasts to one example ``y[0]`` (e.g. an extra class index ``K`` for
-        ``K`` classes, or a zero row).
-
-    Returns:
-      Labels of the shape and dtype of ``y``.
-    """
-    y = jnp.asarray(y)
-    if y.ndim == 0:
-        raise ValueError("y must have a batch axis first, shape (B,) or (B, ...); got a scalar")
-    if is_concrete(p) and not (np.ndim(p) == 0 and 0.0 <= float(p) <= 1.0):
-        raise ValueError(f"label drop probability p must be a scalar in [0, 1]; got {p}")
-    if null_label is None:
-        raise ValueError("null_label is required: the label that stands for 'no label' (the empty prompt)")
-    null = jnp.asarray(null_label, y.dtype)
-    try:
-        ok = np.broadcast_shapes(null.shape, y.shape[1:]) == y.shape[1:]
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(
-            f"null_label of shape {null.shape} does not broadcast to one example of y, shape {y.shape[1:]}"
-        )
-    drop = jax.random.bernoulli(key, p, (y.shape[0],))
-    return jnp.where(drop.reshape(drop.shape + (1,) * (y.ndim - 1)), null, y)
+    return jnp.mean(weigh_errors(weighting, as_float(t), errors))
 
 
 # --------------------------------------------------------------------------------------
@@ -473,61 +270,21 @@ def make_loss(
     if not callable(sched):
         raise ValueError(f"sched must be a scheduler t -> (alpha_t, beta_t); got {sched!r}")
     check_choice(parameterization, PARAMETERIZATIONS, "parameterization")
-    if callable(time_sampling):
-        if t_min is not None or t_max is not None:
-            raise ValueError(
-                "t_min/t_max apply to a named time sampling method; a callable time_sampling "
-                "controls its own range (e.g. functools.partial(sample_time, t_max=0.99))"
-            )
-        sample_t = time_sampling
-    else:
-        if not isinstance(time_sampling, str):
-            raise ValueError(f"time_sampling must be one of {sorted(TIME_SAMPLING)} or a callable (key, n) -> t")
-        check_choice(time_sampling, TIME_SAMPLING, "time_sampling")
-        t_min = 0.0 if t_min is None else t_min
-        t_max = (SCORE_T_MAX if parameterization == "score" else 1.0) if t_max is None else t_max
-        _check_range(t_min, t_max)
-        if is_concrete(time_std) and not np.all(np.asarray(time_std) > 0):
-            raise ValueError(f"time_std (logit-normal std) must be > 0; got {time_std}")
-        sample_t = None
+    draw_t = _time_sampler(time_sampling, parameterization, time_mean, time_std, t_min, t_max)
     if not (np.ndim(label_dropout) == 0 and 0.0 <= float(label_dropout) <= 1.0):
         raise ValueError(f"label_dropout must be a probability in [0, 1]; got {label_dropout}")
     label_dropout = float(label_dropout)
     if label_dropout > 0 and null_label is None:
         raise ValueError("label_dropout > 0 needs null_label, the label that stands for 'no label'")
-    weighting = _named_weighting(weighting, sched, parameterization, snr_gamma)
+    weighting = resolve_weighting(weighting, sched, parameterization, snr_gamma)
     if not isinstance(time_bins, (int, np.integer)) or isinstance(time_bins, bool) or time_bins < 0:
         raise ValueError(f"time_bins must be an int >= 0; got {time_bins!r}")
     _check_source_options(coupling, path_noise, parameterization)
 
     def loss(params, batch, key):
-        if not isinstance(batch, Mapping) or "x" not in batch:
-            raise ValueError("batch must be a dict with the data under 'x' (and optional labels under 'y')")
-        z = jnp.asarray(batch["x"])
-        if z.ndim == 0 or not jnp.issubdtype(z.dtype, jnp.floating):
-            raise ValueError(
-                f"batch['x'] must be a float array with the batch axis first; got dtype {z.dtype}, "
-                f"shape {z.shape} (convert and scale integer data, e.g. images, first)"
-            )
-        n = z.shape[0]
-        y = batch.get("y")
-        if y is not None:
-            y = jnp.asarray(y)
-            if y.ndim == 0 or y.shape[0] != n:
-                raise ValueError(f"batch['y'] must have leading axis B={n} like batch['x']; got shape {y.shape}")
-        elif label_dropout > 0:
-            raise ValueError("label_dropout > 0 needs labels: the batch has no 'y'")
-
+        z, y = _batch_arrays(batch, needs_labels=label_dropout > 0)
         key_t, key_eps, key_drop = jax.random.split(key, 3)
-        if sample_t is None:
-            t = sample_time(
-                key_t, n, method=time_sampling, mean=time_mean, std=time_std,
-                t_min=t_min, t_max=t_max, dtype=z.dtype,
-            )
-        else:
-            t = jnp.asarray(sample_t(key_t, n)).astype(z.dtype)
-            if t.shape != (n,):
-                raise ValueError(f"time_sampling(key, n) must return shape ({n},); got {t.shape}")
+        t = draw_t(key_t, z.shape[0], z.dtype)
         eps, z = _source(batch, key_eps, z, y, coupling)
         x_t = sample_conditional(sched, z, eps, t)
         x_t, noise_velocity = _add_path_noise(path_noise, key_eps, x_t, t)
@@ -540,33 +297,75 @@ def make_loss(
                 f"apply_fn returned shape {pred.shape}; a {parameterization} prediction must have "
                 f"the shape of x, {z.shape}"
             )
+        # path noise adds d_gamma_t xi to the target: subtract it from the prediction instead
+        own = pred if path_noise is None else pred - noise_velocity
+        per_example = weigh_errors(weighting, t, conditional_matching_errors(own, sched, z, eps, t, parameterization))
         target = conditional_target(sched, z, eps, t, parameterization) + noise_velocity
-        per_example = _apply_weighting(weighting, t, _squared_norm(pred - target))
         value = jnp.mean(per_example)
         metrics = {"loss": value, "target_sq_norm": jnp.mean(_squared_norm(target))}
         if time_bins:
-            idx = jnp.clip(jnp.floor(t * time_bins).astype(jnp.int32), 0, time_bins - 1)
-            count = jnp.zeros((time_bins,), per_example.dtype).at[idx].add(1)
-            total = jnp.zeros((time_bins,), per_example.dtype).at[idx].add(per_example)
-            metrics["loss_by_time"] = total / jnp.maximum(count, 1)
-            metrics["count_by_time"] = count
+            metrics.update(_metrics_by_time(t, per_example, time_bins))
         return value, metrics
 
     return loss
 
 
-def _named_weighting(weighting, sched, parameterization, snr_gamma):
-    """``weighting`` as ``None`` or a callable ``t -> w(t)`` (a name goes through :func:`loss_weight`)."""
-    if weighting is None or callable(weighting):
-        return weighting
-    if not isinstance(weighting, str):
-        raise ValueError(f"weighting must be a name in {list(LOSS_WEIGHTINGS)}, a callable lambda(t) or None; got {weighting!r}")
-    check_choice(weighting, LOSS_WEIGHTINGS, "loss weighting")
-    if weighting == "min_snr" and not (np.ndim(snr_gamma) == 0 and float(snr_gamma) > 0):
-        raise ValueError(f"snr_gamma (min-SNR gamma) must be a positive scalar; got {snr_gamma!r}")
-    if weighting == "none":
-        return None
-    return lambda t: loss_weight(weighting, sched, t, parameterization, snr_gamma=snr_gamma)
+def _time_sampler(time_sampling, parameterization, mean, std, t_min, t_max) -> Callable:
+    """``draw(key, n, dtype) -> t`` of shape ``(n,)`` for make_loss's ``time_sampling`` (steps 2 of its contract)."""
+    if callable(time_sampling):
+        if t_min is not None or t_max is not None:
+            raise ValueError(
+                "t_min/t_max apply to a named time sampling method; a callable time_sampling "
+                "controls its own range (e.g. functools.partial(sample_time, t_max=0.99))"
+            )
+
+        def draw(key, n, dtype):
+            t = jnp.asarray(time_sampling(key, n)).astype(dtype)
+            if t.shape != (n,):
+                raise ValueError(f"time_sampling(key, n) must return shape ({n},); got {t.shape}")
+            return t
+
+        return draw
+    if not isinstance(time_sampling, str):
+        raise ValueError(f"time_sampling must be one of {sorted(TIME_SAMPLING)} or a callable (key, n) -> t")
+    check_choice(time_sampling, TIME_SAMPLING, "time_sampling")
+    t_min = 0.0 if t_min is None else t_min
+    t_max = (SCORE_T_MAX if parameterization == "score" else 1.0) if t_max is None else t_max
+    check_time_range(t_min, t_max)
+    if is_concrete(std) and not np.all(np.asarray(std) > 0):
+        raise ValueError(f"time_std (logit-normal std) must be > 0; got {std}")
+    return lambda key, n, dtype: sample_time(
+        key, n, method=time_sampling, mean=mean, std=std, t_min=t_min, t_max=t_max, dtype=dtype
+    )
+
+
+def _batch_arrays(batch, needs_labels: bool):
+    """``(z, y)`` from a make_loss batch (``y`` is ``None`` for an unlabelled one), with its checks."""
+    if not isinstance(batch, Mapping) or "x" not in batch:
+        raise ValueError("batch must be a dict with the data under 'x' (and optional labels under 'y')")
+    z = jnp.asarray(batch["x"])
+    if z.ndim == 0 or not jnp.issubdtype(z.dtype, jnp.floating):
+        raise ValueError(
+            f"batch['x'] must be a float array with the batch axis first; got dtype {z.dtype}, "
+            f"shape {z.shape} (convert and scale integer data, e.g. images, first)"
+        )
+    y = batch.get("y")
+    if y is None:
+        if needs_labels:
+            raise ValueError("label_dropout > 0 needs labels: the batch has no 'y'")
+        return z, None
+    y = jnp.asarray(y)
+    if y.ndim == 0 or y.shape[0] != z.shape[0]:
+        raise ValueError(f"batch['y'] must have leading axis B={z.shape[0]} like batch['x']; got shape {y.shape}")
+    return z, y
+
+
+def _metrics_by_time(t, per_example, bins: int) -> dict:
+    """``loss_by_time`` (mean weighted loss per equal bin of ``[0, 1]``, 0 if empty) and ``count_by_time``."""
+    idx = jnp.clip(jnp.floor(t * bins).astype(jnp.int32), 0, bins - 1)
+    count = jnp.zeros((bins,), per_example.dtype).at[idx].add(1)
+    total = jnp.zeros((bins,), per_example.dtype).at[idx].add(per_example)
+    return {"loss_by_time": total / jnp.maximum(count, 1), "count_by_time": count}
 
 
 # --------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-r"""Samplers built on :mod:`jflow.integrators`: flow ODE, SDE extension trick, Langevin, OU, CFG;
-and, re-exported here, the diffusion samplers of :mod:`jflow.exponential` (DDIM, ancestral
+r"""Samplers built on :mod:`jflow.integrators`: flow ODE, SDE extension trick, Langevin, OU, and, re-exported here,
+classifier-free guidance (:mod:`jflow.guidance`), the diffusion samplers of :mod:`jflow.exponential` (DDIM, ancestral
 DDPM, DPM-Solver++) and :mod:`jflow.predictor_corrector`.
 
 Flow time: ``t = 0`` is noise (``p_init``), ``t = 1`` is data (``p_data``). Vector fields,
@@ -33,6 +33,7 @@ import numpy as np
 from jflow._checks import as_float, check_positive_int, is_concrete
 from jflow.exponential import ddim, ddpm_ancestral, dpm_solver_pp
 from jflow.fields import as_field, as_score, as_velocity, check_grid
+from jflow.guidance import classifier_free_guidance
 from jflow.integrators import odeint, sdeint
 from jflow.predictor_corrector import predictor_corrector
 
@@ -242,59 +243,3 @@ def ou_marginal(x0, t, *, theta, sigma):
     var_over_sigma2 = jnp.where(positive, -jnp.expm1(-2.0 * safe * t) / (2.0 * safe), t)
     mean = x0 * jnp.exp(-theta * t)
     return mean, jnp.broadcast_to(jnp.abs(sigma) * jnp.sqrt(var_over_sigma2), jnp.shape(mean))
-
-
-def _broadcast_weight(w, x):
-    w = as_float(w).astype(x.dtype)
-    if w.ndim == 0:
-        return w
-    if w.ndim == 1 and w.shape[0] == x.shape[0]:
-        return w.reshape(w.shape + (1,) * (x.ndim - 1))
-    raise ValueError(
-        f"guidance scale w must be a scalar or have shape (B,) with B = x.shape[0]; got "
-        f"w.shape={tuple(w.shape)} for x.shape={tuple(x.shape)}"
-    )
-
-
-def classifier_free_guidance(u: Callable, null_label) -> Callable:
-    r"""Classifier-free guidance (Algorithm 8) as a combinator on a conditional vector field.
-
-    Given ``u(x, t, y, *rest)`` trained with label dropout (``y = null_label`` meaning
-    "no label"), returns
-
-    .. math:: \tilde u_t(x | y; w) = (1 - w)\,u_t(x|\varnothing) + w\,u_t(x|y)
-
-    as ``guided(x, t, y, w, *rest)``, directly usable by the samplers with
-    ``args=(y, w, *rest)`` (e.g. ``rest = (params,)``; then ``u`` is called
-    ``u(x, t, y, params)``). Equivalent forms: :math:`u_\varnothing + w(u_y - u_\varnothing)`
-    is the same field with the same ``w`` (``w = 0``: unconditional, ``w = 1``: conditional,
-    ``w > 1``: guided, Algorithm 8); the form :math:`(1 + w')u_y - w' u_\varnothing` of
-    other codebases is this one with :math:`w = 1 + w'` (their ``w' = 0`` is our ``w = 1``).
-
-    ``w`` is a scalar or per-example ``(B,)`` array, an argument rather than a constant, so
-    a jitted sampler does not recompile when it changes. The conditional and
-    unconditional branches are one call of ``u`` on a doubled batch: ``x`` and ``y``
-    are concatenated with ``x`` and ``null_label`` along the batch axis (a ``(B,)`` ``t``
-    too). ``null_label`` is a scalar or array broadcastable to ``y``'s shape. For a flax
-    model: ``classifier_free_guidance(as_field(model.apply, params), model.null_label)``.
-    """
-
-    def guided(x, t, y, w, *rest):
-        x = jnp.asarray(x)
-        y = jnp.asarray(y)
-        if y.ndim == 0 or y.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"labels y must have the batch size of x as first axis; got y.shape="
-                f"{tuple(y.shape)} for x.shape={tuple(x.shape)}"
-            )
-        wb = _broadcast_weight(w, x)
-        null = jnp.broadcast_to(jnp.asarray(null_label, dtype=y.dtype), y.shape)
-        t = jnp.asarray(t)
-        tt = t if t.ndim == 0 else jnp.concatenate([t, t], axis=0)
-        out = u(jnp.concatenate([x, x], axis=0), tt, jnp.concatenate([y, null], axis=0), *rest)
-        u_y, u_null = jnp.split(out, 2, axis=0)
-        return (1.0 - wb) * u_null + wb * u_y
-
-    if hasattr(u, "finite_at"):  # a guided converted field is singular where u is (jflow.fields.check_grid)
-        guided.finite_at = u.finite_at
-    return guided

@@ -22,7 +22,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from typing import Callable, Tuple
+from typing import Callable, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,20 @@ from jflow._checks import as_float, frozen_pytree, is_concrete
 
 Array = jax.Array
 AlphaBeta = Tuple[Array, Array]
+
+
+class Derivatives(NamedTuple):
+    """What :func:`derivatives` returns: ``alpha_t, beta_t`` and their time derivatives.
+
+    A named tuple, so ``alpha, beta, d_alpha, d_beta = derivatives(sched, t)`` still works
+    and ``derivatives(sched, t).d_beta`` reads as the formula does.
+    """
+
+    alpha: Array
+    beta: Array
+    d_alpha: Array
+    d_beta: Array
+
 
 __all__ = [
     "Scheduler",
@@ -44,6 +58,7 @@ __all__ = [
     "VPScheduler",
     "CustomScheduler",
     "derivatives",
+    "Derivatives",
     "check_boundary",
     "get",
     "NAMES",
@@ -78,17 +93,18 @@ class Scheduler(abc.ABC):
         return self.alpha_beta(as_float(t))
 
     def derivatives(self, t) -> Tuple[Array, Array, Array, Array]:
-        """``(alpha, beta, d_alpha/dt, d_beta/dt)``; by ``jax.jvp`` unless overridden."""
+        """``(alpha, beta, d_alpha/dt, d_beta/dt)``; by ``jax.jvp`` unless overridden
+        (:func:`derivatives` returns them as a :class:`Derivatives`)."""
         return _jvp_derivatives(self, as_float(t))
 
 
-def _jvp_derivatives(sched: Callable, t: Array):
+def _jvp_derivatives(sched: Callable, t: Array) -> Derivatives:
     (alpha, beta), (d_alpha, d_beta) = jax.jvp(sched, (t,), (jnp.ones_like(t),))
-    return alpha, beta, d_alpha, d_beta
+    return Derivatives(alpha, beta, d_alpha, d_beta)
 
 
-def derivatives(sched: Callable, t) -> Tuple[Array, Array, Array, Array]:
-    r"""``(alpha_t, beta_t, d alpha_t/dt, d beta_t/dt)`` elementwise over ``t``.
+def derivatives(sched: Callable, t) -> Derivatives:
+    r"""``Derivatives(alpha, beta, d_alpha, d_beta)``: :math:`\alpha_t, \beta_t, \dot\alpha_t, \dot\beta_t` elementwise over ``t``.
 
     Uses the scheduler's closed form when it has one (every built-in does) and forward-mode
     autodiff (``jax.jvp`` with tangent 1, valid because schedulers act elementwise)
@@ -97,7 +113,7 @@ def derivatives(sched: Callable, t) -> Tuple[Array, Array, Array, Array]:
     t = as_float(t)
     method = getattr(sched, "derivatives", None)
     if method is not None:
-        return method(t)
+        return Derivatives(*method(t))
     return _jvp_derivatives(sched, t)
 
 

@@ -112,6 +112,19 @@ def test_derivatives_of_a_plain_callable_use_jvp(x64):
     np.testing.assert_allclose(db, -3 * t**2)
 
 
+def test_derivatives_are_named(x64):
+    t = jnp.asarray([0.25, 0.5])
+    for sched in (S.PolynomialScheduler(3.0), lambda s: (s**3, 1 - s**3)):  # closed form and jvp
+        d = S.derivatives(sched, t)
+        assert isinstance(d, S.Derivatives) and d._fields == ("alpha", "beta", "d_alpha", "d_beta")
+        np.testing.assert_allclose(d.alpha, t**3)
+        np.testing.assert_allclose(d.beta, 1 - t**3)
+        np.testing.assert_allclose(d.d_alpha, 3 * t**2)
+        np.testing.assert_allclose(d.d_beta, -3 * t**2)
+    d = jax.jit(S.derivatives, static_argnums=0)(S.LinearScheduler(), t)  # a pytree through jit
+    assert isinstance(d, S.Derivatives) and np.all(np.asarray(d.d_beta) == -1.0)
+
+
 SHAPE_SCHEDULERS = ("cosine", "poly2", "vp")
 
 
