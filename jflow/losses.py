@@ -107,7 +107,7 @@ def conditional_matching_errors(prediction, sched, z, eps, t, parameterization: 
       parameterization: ``"velocity"``, ``"score"``, ``"noise"`` or ``"data"``.
 
     Raises ``ValueError`` for an unknown parameterisation, mismatched shapes, an array
-    without a batch axis, ``t`` outside ``[0, 1]``, or (outside ``jit``) a score target at
+    without a batch axis, an empty batch, ``t`` outside ``[0, 1]``, or (outside ``jit``) a score target at
     :math:`\beta_t = 0`.
     """
     check_choice(parameterization, PARAMETERIZATIONS, "parameterization")
@@ -120,6 +120,8 @@ def conditional_matching_errors(prediction, sched, z, eps, t, parameterization: 
         )
     if z.ndim == 0:
         raise ValueError("z must have a batch axis first, shape (B, ...); got a scalar")
+    if z.shape[0] == 0:
+        raise ValueError(f"the batch is empty (shape {z.shape}); a Monte-Carlo loss needs B >= 1 examples")
     if parameterization == "score":
         _check_score_time(sched, t)
     target = conditional_target(sched, z, eps, t, parameterization)
@@ -349,6 +351,8 @@ def _batch_arrays(batch, needs_labels: bool):
             f"batch['x'] must be a float array with the batch axis first; got dtype {z.dtype}, "
             f"shape {z.shape} (convert and scale integer data, e.g. images, first)"
         )
+    if z.shape[0] == 0:
+        raise ValueError(f"batch['x'] is empty (shape {z.shape}); the loss needs B >= 1 examples")
     y = batch.get("y")
     if y is None:
         if needs_labels:

@@ -127,6 +127,8 @@ def test_conditional_loss_rejects_bad_input():
         losses.conditional_matching_loss(pred, LIN, z, eps, t.at[0].set(1.0), "score")
     with pytest.raises(ValueError, match="one weight per example"):
         losses.conditional_matching_loss(pred, LIN, z, eps, t, weighting=lambda s: s[:, None])
+    with pytest.raises(ValueError, match="empty"):  # the mean of no examples would be NaN
+        losses.conditional_matching_loss(pred[:0], LIN, z[:0], eps[:0], t[:0])
 
 
 # --------------------------------------------------------------------------------------
@@ -519,6 +521,8 @@ def test_make_loss_rejects_bad_batches_at_trace_time():
         jax.jit(LOSS_VEL)(params, {"z": jnp.ones((B, D))}, key)
     with pytest.raises(ValueError, match="float array"):
         jax.jit(LOSS_VEL)(params, {"x": jnp.ones((B, D), jnp.int32)}, key)
+    with pytest.raises(ValueError, match="empty"):
+        jax.jit(LOSS_VEL)(params, {"x": jnp.ones((0, D))}, key)
     with pytest.raises(ValueError, match="leading axis"):
         jax.jit(LOSS_VEL)(params, dict(_batch(), y=jnp.zeros((B + 1,), jnp.int32)), key)
     with pytest.raises(ValueError, match="no 'y'"):
