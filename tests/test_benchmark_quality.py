@@ -1,6 +1,7 @@
 """The quality benchmark's pieces (``benchmarks/quality``): the toy sets against the definitions of
 the PyTorch libraries' examples, run names and swaps, the summary statistics, and a tiny end-to-end
 jflow run. torch is not needed (the peers' runner is exercised by the benchmark itself)."""
+import json
 import math
 
 import numpy as np
@@ -79,6 +80,18 @@ def test_summary_statistics_and_welch_test():
     x = spec.held_out("checkerboard", 200)
     assert report.score(x, x) == pytest.approx({"energy": 0.0, "sliced_w2": 0.0, "mmd": 0.0}, abs=1e-6)
     assert all(math.isnan(v) for v in report.score(np.full_like(x, np.nan), x).values())
+
+
+def test_paired_difference_and_load_keep_one_line_per_seed(tmp_path):
+    ours = [dict(seed=s, energy=e) for s, e in [(0, 1.0), (1, 3.0), (2, 5.0)]]
+    theirs = [dict(seed=s, energy=e) for s, e in [(0, 0.5), (1, 2.0), (3, 9.0)]]
+    mean, se = report.paired_difference(ours, theirs)  # seeds 0 and 1 only: differences 0.5 and 1.0
+    assert mean == pytest.approx(0.75) and se == pytest.approx(0.25)
+    assert all(math.isnan(v) for v in report.paired_difference(ours[:1], theirs))
+    path = tmp_path / "results.jsonl"
+    line = dict(run="jflow", set="moons", seed=0, settings="s", energy=1.0)
+    path.write_text("\n".join(json.dumps(dict(line, energy=e)) for e in (1.0, 2.0)) + "\n")
+    assert report.load(str(path)) == [line]  # the first score of a seed wins
 
 
 def test_jflow_runner_trains_and_samples_a_tiny_model():

@@ -118,7 +118,8 @@ def _write_report(args, lines) -> str:
     text = (f"Command: `python -m benchmarks.quality {' '.join(sys.argv[1:])}`  \n"
             f"Budget: {args.steps} steps, batch {args.batch}; seeds {args.seeds}; held-out set of "
             f"{len(held_out(args.sets[0]))} points; energy distance / sliced W2 / MMD as mean ± std (standard error); "
-            "p: Welch's t-test on the energy distances; train s: median wall seconds of one run's training "
+            "p: Welch's t-test on the energy distances; paired Δ: mean ± standard error of the per-seed "
+            "differences of energy distance (a seed's runs share batches and initial noise); train s: median wall seconds of one run's training "
             "(jflow's includes compilation; not valid when the machine is loaded).\n\n" + body + "\n")
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(text)

@@ -3,9 +3,11 @@
 Every sample set is scored against the same held-out set with ``jflow.metrics`` on numpy
 arrays (energy distance, sliced Wasserstein-2 with 128 fixed directions, RBF-mixture
 MMD), whatever library produced it. Per toy set, each run gets the mean, standard
-deviation and standard error (std / sqrt(n)) over seeds, and Welch's t-test
+deviation and standard error (std / sqrt(n)) over seeds, Welch's t-test
 (``scipy.stats.ttest_ind(equal_var=False)``) of its energy distances against
-flow_matching's and against the jflow baseline's.
+flow_matching's and against the jflow baseline's, and the paired difference of energy
+distances to each (mean ± standard error over the seeds both ran: the runs of one seed
+share their training batches and initial noise).
 """
 from __future__ import annotations
 
@@ -33,12 +35,17 @@ def score(samples: np.ndarray, held: np.ndarray) -> dict:
 
 
 def load(path: str) -> list[dict]:
-    """The result lines of ``results.jsonl`` (one per run, toy set and seed)."""
+    """The result lines of ``results.jsonl``, one per (run, toy set, seed, settings): the first
+    one recorded wins (two commands writing to one folder at once may both score a seed)."""
     try:
         with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+            lines = [json.loads(line) for line in f if line.strip()]
     except FileNotFoundError:
         return []
+    first = {}
+    for r in lines:
+        first.setdefault((r["run"], r["set"], r["seed"], r["settings"]), r)
+    return list(first.values())
 
 
 def summary(values) -> tuple[float, float, float]:
@@ -63,6 +70,17 @@ def _fmt(x: float) -> str:
     return f"{x:.2g}" if abs(x) < 1e-3 else (f"{x:.4f}" if abs(x) < 1 else f"{x:.3f}")
 
 
+def paired_difference(rows: list[dict], other: list[dict], metric: str = "energy") -> tuple[float, float]:
+    """``(mean, standard error)`` of ``rows - other`` over the seeds both have: the runs of one seed
+    share their training batches and initial noise, so pairing removes that part of the spread."""
+    theirs = {r["seed"]: r[metric] for r in other}
+    diffs = [r[metric] - theirs[r["seed"]] for r in rows if r["seed"] in theirs]
+    if len(diffs) < 2:
+        return float("nan"), float("nan")
+    mean, _, se = summary(diffs)
+    return mean, se
+
+
 def _row(name: str, rows: list[dict], peers: dict) -> str:
     cells = [name, str(len(rows))]
     for m in METRICS:
@@ -71,7 +89,11 @@ def _row(name: str, rows: list[dict], peers: dict) -> str:
     energies = [r["energy"] for r in rows]
     for peer in ("flow_matching", "jflow"):
         other = peers.get(peer)
-        cells.append("" if other is None or other is rows or name == REFERENCE else f"{welch_p(energies, [r['energy'] for r in other]):.2g}")
+        if other is None or other is rows or name == REFERENCE:
+            cells += ["", ""]
+            continue
+        diff, se = paired_difference(rows, other)
+        cells += [f"{welch_p(energies, [r['energy'] for r in other]):.2g}", f"{diff:+.4f} ± {se:.4f}"]
     seconds = [r["seconds"] for r in rows if r.get("seconds") is not None]
     cells.append(f"{np.median(seconds):.0f}" if seconds else "-")
     return "| " + " | ".join(cells) + " |"
@@ -80,8 +102,9 @@ def _row(name: str, rows: list[dict], peers: dict) -> str:
 def table(lines: list[dict], toy_sets, runs) -> str:
     """One Markdown table: per toy set, the reference row and each run's row (in ``runs`` order)."""
     out = [
-        "| set | run | seeds | energy distance | sliced W2 | MMD | p vs flow_matching | p vs jflow | train s |",
-        "|---|---|---:|---|---|---|---:|---:|---:|",
+        "| set | run | seeds | energy distance | sliced W2 | MMD | p vs flow_matching | paired Δ vs flow_matching "
+        "| p vs jflow | paired Δ vs jflow | train s |",
+        "|---|---|---:|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for toy_set in toy_sets:
         by_run = {run: [r for r in lines if r["set"] == toy_set and r["run"] == run] for run in (REFERENCE, *runs)}
