@@ -102,6 +102,8 @@ class RunSpec:
 class AblationConfig:
     """CondOT flow matching vs score matching, each with its weighting and samplers (python -m experiments.ablation)."""
 
+    # same shape as the other experiments' configs, with this experiment's defaults: each field is one
+    # --flag of experiments.common.parse_config; a shared base class would hide them from the reader
     datasets: Tuple[str, ...] = ("symmetric_mixture", "eight_gaussians")
     runs: Tuple[str, ...] = DEFAULT_RUNS
     seeds: int = 3

@@ -35,6 +35,8 @@ __all__ = ["CouplingsConfig", "PRESETS", "run_specs", "train", "run", "main"]
 class CouplingsConfig:
     """Tong et al. (2023) 2-D reproduction: I-CFM vs OT-CFM vs SB-CFM vs FM (python -m experiments.couplings)."""
 
+    # same shape as the other experiments' configs, with this experiment's defaults: each field is one
+    # --flag of experiments.common.parse_config; a shared base class would hide them from the reader
     pairs: Tuple[str, ...] = tuple(data.PAIRS)
     methods: Tuple[str, ...] = tuple(METHODS)
     seeds: int = 3
