@@ -111,6 +111,8 @@ def _modulate(h, shift, scale):
 class DiTBlock(nn.Module):
     """Transformer block with adaLN-Zero conditioning; ``(B, N, D), (B, D) -> (B, N, D)``."""
 
+    # same shape as TimeEmbedding's attributes and DiT's: flax modules declare their attributes
+    # field by field; a shared base would hide them from the reader
     hidden_size: int
     num_heads: int
     mlp_ratio: float = 4.0

@@ -246,6 +246,7 @@ class ConditionedModel:
 
     def condition_embedding(self, dim: int, time_features: Optional[int]) -> ConditionEmbedding:
         """The model's submodule ``cond``: ``c = TimeEmbedding(t) + ClassEmbedding(y)`` of width ``dim``."""
+        # same shape as ConditionEmbedding's call of TimeEmbedding: each passes on its own attributes by keyword
         return ConditionEmbedding(
             dim,
             num_classes=self.num_classes,

@@ -180,6 +180,8 @@ class PlainMLP(nn.Module):
       dtype: compute dtype; ``param_dtype`` stays float32. The output has ``x``'s dtype.
     """
 
+    # same shape as MLP's attributes, signature and width/depth checks (with other messages): flax
+    # modules declare their attributes field by field; a shared base would hide them from the reader
     width: int = 256
     depth: int = 4
     activation: Activation = "silu"

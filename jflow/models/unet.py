@@ -31,6 +31,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jflow.models.embeddings import ConditionedModel
+# the same names as dit.py imports: both models build on the same layer helpers
 from jflow.models.layers import (
     Activation,
     Dtype,
@@ -50,6 +51,8 @@ _PAD = ((1, 1), (1, 1))
 class ResBlock(nn.Module):
     """Residual block with GroupNorm and time/class scale-shift conditioning; ``(B, H, W, C_in) -> (B, H, W, out_channels)``."""
 
+    # same shape as mlp.FiLMBlock's attributes and first lines: flax modules declare their attributes
+    # field by field; a shared base would hide them from the reader
     out_channels: int
     norm_groups: int
     dropout: float = 0.0
@@ -116,6 +119,8 @@ class UNet(ConditionedModel, nn.Module):
       dtype: compute dtype; ``param_dtype`` float32; output in ``x``'s dtype.
     """
 
+    # same shape as DiT's and MLP's attributes (ConditionedModel reads the conditioning ones): flax
+    # modules declare their attributes field by field; a shared base would hide them from the reader
     base_channels: int = 64
     channel_mults: Sequence[int] = (1, 2, 2)
     num_res_blocks: int = 2
