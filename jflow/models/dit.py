@@ -251,6 +251,7 @@ class DiT(ConditionedModel, nn.Module):
 
     def _blocks(self, h, c, train: bool):
         """The ``depth`` transformer blocks, unrolled (``block_i``) or as one scan (``blocks``)."""
+        # same shape as ConditionEmbedding's call of TimeEmbedding: each passes on its own attributes by keyword
         block = functools.partial(
             _block_class(self.remat),
             self.hidden_size,
