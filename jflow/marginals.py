@@ -102,6 +102,7 @@ def _validate(means, stds, weights):
             f"got shape {tuple(means.shape)} (a single component: means[None])"
         )
     k = means.shape[0]
+    # same shape as prepare_inputs' t (models/layers.py), a scalar broadcast to a vector; other names and checks
     stds = as_float(stds)
     if stds.ndim == 0:
         stds = jnp.broadcast_to(stds, (k,))

@@ -23,6 +23,8 @@ ODE_METHODS = ("euler", "midpoint", "heun", "rk4")
 class ImageConfig:
     """Class-conditional U-Net with classifier-free guidance; guidance-scale sweep."""
 
+    # same shape as the other experiments' configs, with this experiment's defaults: each field is one
+    # --flag of experiments.common.parse_config; a shared base class would hide them from the reader
     # data
     dataset: str = "digits"
     data_dir: str = ""  # TFDS data directory ("" = $TFDS_DATA_DIR or ~/tensorflow_datasets)

@@ -20,6 +20,8 @@ SCHEDULERS = {"linear": LinearScheduler, "cosine": CosineScheduler}
 class LabsConfig:
     """Figures of the lectures' labs (SDE simulation, flow and score matching, bridging, guidance)."""
 
+    # same shape as the other experiments' configs, with this experiment's defaults: each field is one
+    # --flag of experiments.common.parse_config; a shared base class would hide them from the reader
     which: str = "all"  # "all" or a comma-separated list of labs
     seed: int = 0
     # lab 1: SDE simulation

@@ -43,6 +43,7 @@ from jflow.data.toy import (
 __all__ = [
     "TOYS",
     "get_toy",
+    # the same names as jflow.data.toy's __all__: the package lists its whole public API here, by name
     "symmetric_mixture",
     "eight_gaussians",
     "Moons",

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jflow.models.embeddings import ConditionEmbedding
+from jflow.models.embeddings import ConditionedModel
 from jflow.models.layers import (
     Activation,
     Dtype,
@@ -111,6 +111,8 @@ def _modulate(h, shift, scale):
 class DiTBlock(nn.Module):
     """Transformer block with adaLN-Zero conditioning; ``(B, N, D), (B, D) -> (B, N, D)``."""
 
+    # same shape as TimeEmbedding's attributes and DiT's: flax modules declare their attributes
+    # field by field; a shared base would hide them from the reader
     hidden_size: int
     num_heads: int
     mlp_ratio: float = 4.0
@@ -169,7 +171,7 @@ def stack_block_params(params, depth: int):
     return {**params, "params": inner}
 
 
-class DiT(nn.Module):
+class DiT(ConditionedModel, nn.Module):
     """Diffusion Transformer: ``(x (B, H, W, C), t, y) -> (B, H, W, C)``; ``H, W`` divisible by ``patch_size``.
 
     Attributes:
@@ -209,11 +211,6 @@ class DiT(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
-    @property
-    def null_label(self) -> Optional[int]:
-        """Label index of classifier-free guidance's empty prompt (``num_classes``), or ``None``."""
-        return self.num_classes
-
     @nn.compact
     def __call__(self, x, t, y=None, *, train: bool = False):
         """Evaluate ``u_t(x | y)``: ``x`` (B, H, W, C), ``t`` scalar or (B,) in [0, 1] (0 noise, 1 data), ``y`` (B,) or None."""
@@ -240,16 +237,7 @@ class DiT(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         act = get_activation(self.activation)
         pos = sincos_position_embedding(height // p, width // p, self.hidden_size)
-        c = ConditionEmbedding(
-            self.hidden_size,
-            num_classes=self.num_classes,
-            time_features=self.time_features,
-            time_embedding=self.time_embedding,
-            learnable_frequencies=self.learnable_frequencies,
-            activation=self.activation,
-            **kw,
-            name="cond",
-        )(t, y)
+        c = self.condition_embedding(self.hidden_size, time_features=self.time_features)(t, y)
         h = nn.Dense(self.hidden_size, **kw, name="patch_embed")(patchify(x, p).astype(self.dtype))
         h = h + jnp.asarray(pos, dtype=h.dtype)[None]
         h = self._blocks(h, c, train)
@@ -263,6 +251,7 @@ class DiT(nn.Module):
 
     def _blocks(self, h, c, train: bool):
         """The ``depth`` transformer blocks, unrolled (``block_i``) or as one scan (``blocks``)."""
+        # same shape as ConditionEmbedding's call of TimeEmbedding: each passes on its own attributes by keyword
         block = functools.partial(
             _block_class(self.remat),
             self.hidden_size,

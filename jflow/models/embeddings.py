@@ -15,6 +15,8 @@ model with ``num_classes = K`` reserves label index ``K`` (the last row of the c
   outside ``0..K`` raise ``ValueError`` (concrete) or embed as NaN (under ``jit``).
 - :class:`ConditionEmbedding`: ``TimeEmbedding(t) + ClassEmbedding(y)``, the conditioning
   vector that every block of every model receives.
+- :class:`ConditionedModel`: what the models conditioned this way (MLP, UNet, DiT) share:
+  ``null_label`` and their ``cond`` submodule, built from their attributes.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ __all__ = [
     "TimeEmbedding",
     "ClassEmbedding",
     "ConditionEmbedding",
+    "ConditionedModel",
 ]
 
 
@@ -225,3 +228,33 @@ class ConditionEmbedding(nn.Module):
                 self.num_classes, self.dim, dtype=self.dtype, param_dtype=self.param_dtype, name="label"
             )(y)
         return c
+
+
+class ConditionedModel:
+    """Mixin of the models conditioned by a :class:`ConditionEmbedding` (MLP, UNet, DiT).
+
+    The model declares the attributes ``num_classes``, ``time_embedding``,
+    ``learnable_frequencies``, ``activation``, ``dtype`` and ``param_dtype``; the mixin reads
+    them for ``null_label`` and for the model's ``cond`` submodule. Not a flax module itself,
+    so its method is not wrapped: call :meth:`condition_embedding` from a compact method.
+    """
+
+    @property
+    def null_label(self) -> Optional[int]:
+        """Label index of classifier-free guidance's empty prompt (``num_classes``), or ``None``."""
+        return self.num_classes
+
+    def condition_embedding(self, dim: int, time_features: Optional[int]) -> ConditionEmbedding:
+        """The model's submodule ``cond``: ``c = TimeEmbedding(t) + ClassEmbedding(y)`` of width ``dim``."""
+        # same shape as ConditionEmbedding's call of TimeEmbedding: each passes on its own attributes by keyword
+        return ConditionEmbedding(
+            dim,
+            num_classes=self.num_classes,
+            time_features=time_features,
+            time_embedding=self.time_embedding,
+            learnable_frequencies=self.learnable_frequencies,
+            activation=self.activation,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="cond",
+        )

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jflow._checks import check_choice, check_positive_int
-from jflow.models.embeddings import ConditionEmbedding
+from jflow.models.embeddings import ConditionedModel
 from jflow.models.layers import (
     Activation,
     Dtype,
@@ -82,7 +82,7 @@ class FiLMBlock(nn.Module):
         return h + nn.Dense(self.width, **kw, name="dense_1")(z)
 
 
-class MLP(nn.Module):
+class MLP(ConditionedModel, nn.Module):
     """Time- and class-conditioned residual MLP: ``(x (B, d), t, y) -> (B, d)``.
 
     Layout: ``c = ConditionEmbedding(t, y)`` (sinusoidal or Fourier features of ``t`` ->
@@ -134,11 +134,6 @@ class MLP(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
-    @property
-    def null_label(self) -> Optional[int]:
-        """Label index of classifier-free guidance's empty prompt (``num_classes``), or ``None``."""
-        return self.num_classes
-
     @nn.compact
     def __call__(self, x, t, y=None, *, train: bool = False):
         """Evaluate ``u_t(x | y)``: ``x`` (B, d), ``t`` scalar or (B,) in [0, 1] (0 noise, 1 data), ``y`` (B,) or None."""
@@ -150,16 +145,7 @@ class MLP(nn.Module):
         )
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         act = get_activation(self.activation)
-        c = ConditionEmbedding(
-            self.width,
-            num_classes=self.num_classes,
-            time_features=self.time_features,
-            time_embedding=self.time_embedding,
-            learnable_frequencies=self.learnable_frequencies,
-            activation=self.activation,
-            **kw,
-            name="cond",
-        )(t, y)
+        c = self.condition_embedding(self.width, time_features=self.time_features)(t, y)
         h = nn.Dense(self.width, **kw, name="input")(x)
         for i in range(self.depth):
             h = FiLMBlock(self.width, self.activation, self.dropout, **kw, name=f"block_{i}")(h, c, train=train)
@@ -194,6 +180,8 @@ class PlainMLP(nn.Module):
       dtype: compute dtype; ``param_dtype`` stays float32. The output has ``x``'s dtype.
     """
 
+    # same shape as MLP's attributes, signature and width/depth checks (with other messages): flax
+    # modules declare their attributes field by field; a shared base would hide them from the reader
     width: int = 256
     depth: int = 4
     activation: Activation = "silu"

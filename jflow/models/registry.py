@@ -52,6 +52,7 @@ def _config(family, input_shape, description, **kwargs):
     return ModelConfig(family, MappingProxyType(kwargs), tuple(input_shape), description)
 
 
+# the entries share a shape: each configuration is written out in full, as the table above lists it
 CONFIGS: Mapping[str, ModelConfig] = MappingProxyType(
     {
         "mlp_2d": _config("mlp", (2,), "residual FiLM MLP for 2-D toys", width=128, depth=4),

@@ -30,7 +30,8 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jflow.models.embeddings import ConditionEmbedding
+from jflow.models.embeddings import ConditionedModel
+# the same names as dit.py imports: both models build on the same layer helpers
 from jflow.models.layers import (
     Activation,
     Dtype,
@@ -50,6 +51,8 @@ _PAD = ((1, 1), (1, 1))
 class ResBlock(nn.Module):
     """Residual block with GroupNorm and time/class scale-shift conditioning; ``(B, H, W, C_in) -> (B, H, W, out_channels)``."""
 
+    # same shape as mlp.FiLMBlock's attributes and first lines: flax modules declare their attributes
+    # field by field; a shared base would hide them from the reader
     out_channels: int
     norm_groups: int
     dropout: float = 0.0
@@ -93,7 +96,7 @@ class AttentionBlock(nn.Module):
         return h + z.reshape(b, height, width, ch)
 
 
-class UNet(nn.Module):
+class UNet(ConditionedModel, nn.Module):
     """Time- and class-conditioned U-Net: ``(x (B, H, W, C), t, y) -> (B, H, W, C)``.
 
     ``H`` and ``W`` must be divisible by ``downsampling_factor = 2 ** (len(channel_mults) - 1)``.
@@ -116,6 +119,8 @@ class UNet(nn.Module):
       dtype: compute dtype; ``param_dtype`` float32; output in ``x``'s dtype.
     """
 
+    # same shape as DiT's and MLP's attributes (ConditionedModel reads the conditioning ones): flax
+    # modules declare their attributes field by field; a shared base would hide them from the reader
     base_channels: int = 64
     channel_mults: Sequence[int] = (1, 2, 2)
     num_res_blocks: int = 2
@@ -136,11 +141,6 @@ class UNet(nn.Module):
     def downsampling_factor(self) -> int:
         """``2 ** (len(channel_mults) - 1)``: ``H`` and ``W`` must be multiples of it."""
         return 2 ** (len(self.channel_mults) - 1)
-
-    @property
-    def null_label(self) -> Optional[int]:
-        """Label index of classifier-free guidance's empty prompt (``num_classes``), or ``None``."""
-        return self.num_classes
 
     def _check_config(self):
         check_positive_int(self.base_channels, "base_channels")
@@ -190,16 +190,7 @@ class UNet(nn.Module):
         act = get_activation(self.activation)
         block_kw = dict(norm_groups=self.norm_groups, dropout=self.dropout, activation=self.activation, **kw)
         attn_kw = dict(num_heads=self.num_heads, norm_groups=self.norm_groups, **kw)
-        c = ConditionEmbedding(
-            4 * self.base_channels,
-            num_classes=self.num_classes,
-            time_features=self.base_channels,
-            time_embedding=self.time_embedding,
-            learnable_frequencies=self.learnable_frequencies,
-            activation=self.activation,
-            **kw,
-            name="cond",
-        )(t, y)
+        c = self.condition_embedding(4 * self.base_channels, time_features=self.base_channels)(t, y)
 
         h = nn.Conv(self.base_channels, (3, 3), padding=_PAD, **kw, name="conv_in")(x)
         skips = [h]

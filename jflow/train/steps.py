@@ -37,6 +37,7 @@ __all__ = [
 def make_train_step(
     loss_fn: LossFn,
     *,
+    # the step options of every factory, repeated so each has a public signature; documented in make_update_fn
     ema_decay: Optional[float] = None,
     ema_warmup: bool = True,
     donate: bool = True,
@@ -61,6 +62,7 @@ def make_train_step(
 def make_fused_train_step(
     loss_fn: LossFn,
     *,
+    # the step options of every factory, repeated so each has a public signature; documented in make_update_fn
     ema_decay: Optional[float] = None,
     ema_warmup: bool = True,
     donate: bool = True,
@@ -92,6 +94,7 @@ def make_vmapped_train_step(
     key_axis: Optional[int] = 0,
     hparams_axis: Optional[int] = 0,
     fused: bool = False,
+    # the step options of every factory, repeated so each has a public signature; documented in make_update_fn
     ema_decay: Optional[float] = None,
     ema_warmup: bool = True,
     donate: bool = True,
@@ -144,6 +147,7 @@ def make_sharded_train_step(
     fused: bool = False,
     state_sharding=None,
     donate: bool = True,
+    # the step options of every factory, repeated so each has a public signature; documented in make_update_fn
     ema_decay: Optional[float] = None,
     ema_warmup: bool = True,
     skip_nonfinite: bool = False,
@@ -175,8 +179,7 @@ def make_pmap_train_step(
     axis_name: str = "batch",
     devices: Optional[Sequence] = None,
     donate: bool = True,
-    # the same step options as every factory's (its public, keyword-only signature);
-    # documented and validated once, in make_update_fn / UpdateOptions
+    # the step options of every factory, repeated so each has a public signature; documented in make_update_fn
     ema_decay: Optional[float] = None,
     ema_warmup: bool = True,
     skip_nonfinite: bool = False,
