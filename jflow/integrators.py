@@ -101,6 +101,8 @@ SDE_METHODS = ("euler_maruyama",)
 
 
 def _float_dtype(tree) -> jnp.dtype:
+    # same shape as create_train_state's parameter check (jflow/train/state.py), with its own
+    # words: a state is refused for what an ODE needs, parameters for what an optimizer needs
     leaves = jax.tree_util.tree_leaves(tree)
     if not leaves:
         raise ValueError("x0 must contain at least one array; got an empty pytree")

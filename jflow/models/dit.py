@@ -35,13 +35,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jflow._checks import check_positive_int
 from jflow.models.embeddings import ConditionedModel
 from jflow.models.layers import (
     Activation,
     Dtype,
     MultiHeadSelfAttention,
     check_dropout,
-    check_positive_int,
     get_activation,
     output_dense_init,
     prepare_inputs,

@@ -27,13 +27,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jflow._checks import as_float, check_choice
+from jflow._checks import as_float, check_choice, check_positive_int
 from jflow.models.layers import (
     Activation,
     Dtype,
     check_label_dtype,
     check_labels,
-    check_positive_int,
     get_activation,
 )
 

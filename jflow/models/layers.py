@@ -61,12 +61,6 @@ def get_activation(activation: Activation) -> Callable[[jax.Array], jax.Array]:
     return ACTIVATIONS[activation]
 
 
-def check_positive_int(value, name: str) -> None:
-    """Raise ``ValueError`` unless ``value`` is an int >= 1 (configuration check)."""
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-
-
 def check_dropout(rate, name: str = "dropout") -> None:
     """Raise ``ValueError`` unless ``0 <= rate < 1``."""
     if not 0.0 <= float(rate) < 1.0:

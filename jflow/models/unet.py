@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jflow._checks import check_positive_int
 from jflow.models.embeddings import ConditionedModel
 # the same names as dit.py imports: both models build on the same layer helpers
 from jflow.models.layers import (
@@ -37,7 +38,6 @@ from jflow.models.layers import (
     Dtype,
     MultiHeadSelfAttention,
     check_dropout,
-    check_positive_int,
     get_activation,
     output_dense_init,
     prepare_inputs,
