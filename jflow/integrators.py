@@ -115,6 +115,21 @@ def _float_dtype(tree) -> jnp.dtype:
     return jnp.result_type(*leaves)
 
 
+def _working_precision(tree):
+    """Each leaf in at least float32: the precision the integrators carry a state in.
+
+    In bfloat16 (8 significant bits) a step ``x + h u`` with ``|h u| < |x| / 256`` rounds back
+    to ``x``, and a grid of a few hundred points has repeated times, so low-precision states
+    are integrated in float32 and cast back at the end (:func:`_cast_like`).
+    """
+    return jax.tree_util.tree_map(lambda a: a.astype(jnp.promote_types(a.dtype, jnp.float32)), tree)
+
+
+def _cast_like(tree, like):
+    """``tree``'s leaves in the dtypes of ``like``'s (a trajectory's extra time axis is fine)."""
+    return jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), tree, like)
+
+
 def _check_grid(ts, dtype) -> Array:
     """Validate a time grid (shape always, values when concrete) and cast it to ``dtype``."""
     ts = as_float(ts)
@@ -230,7 +245,10 @@ def odeint(
       u: vector field ``u(x, t, *args)`` with a scalar ``t``; returns an array (pytree)
         shaped like ``x``.
       x0: initial state, an array (batch axis first) or pytree of floating arrays.
-        Its dtype is kept: ``ts`` is cast to it, so float32 in gives float32 out.
+        Its dtype is kept: ``ts`` is cast to it, so float32 in gives float32 out. A state
+        below float32 (bfloat16, float16) is integrated in float32, with ``ts`` and the
+        field's input in float32, and returned in its own dtype (in bfloat16 small steps
+        would round away and grids of a few hundred points repeat times).
       ts: 1-D grid, strictly increasing or strictly decreasing (decreasing integrates
         backwards in time, e.g. data to noise), of any spacing.
       method: ``"euler" | "midpoint" | "heun" | "rk4"``.
@@ -246,16 +264,18 @@ def odeint(
     """
     check_choice(method, TABLEAUS, "ODE method")
     args = _check_args(args)
-    ts = _check_grid(ts, _float_dtype(x0))
-    tableau = TABLEAUS[method]
     x0 = jax.tree_util.tree_map(jnp.asarray, x0)
+    _float_dtype(x0)
+    state = _working_precision(x0)
+    ts = _check_grid(ts, _float_dtype(state))
+    tableau = TABLEAUS[method]
 
     def step(carry, inp):
         (x,) = carry
         _, t0, t1 = inp
         return (rk_step(tableau, u, x, t0, t1 - t0, args),)
 
-    return _scan(step, (x0,), ts, trajectory, unroll)
+    return _cast_like(_scan(step, (state,), ts, trajectory, unroll), x0)
 
 
 def _sigma_leaves(s, treedef, x_leaves) -> list:
@@ -334,7 +354,8 @@ def sdeint(
         coefficient per leaf), or a callable ``sigma(t, *args)`` returning either.
         Put array values of sigma in ``args`` or pass them as arrays to avoid recompiles.
       x0: initial state, an array (batch axis first) or pytree of floating arrays; each
-        leaf keeps its dtype.
+        leaf keeps its dtype (leaves below float32 are integrated in float32, as in
+        :func:`odeint`, with float32 noise).
       ts: 1-D strictly monotone grid (see :func:`odeint`).
       key: PRNG key; step ``i`` uses ``jax.random.fold_in(key, i)``, so the noise of a
         step does not depend on the grid length (same key, longer grid: same first steps).
@@ -348,10 +369,12 @@ def sdeint(
     check_choice(method, SDE_METHODS, "SDE method")
     args = _check_args(args)
     x0 = jax.tree_util.tree_map(jnp.asarray, x0)
-    ts = _check_grid(ts, _float_dtype(x0))
+    _float_dtype(x0)
+    state = _working_precision(x0)
+    ts = _check_grid(ts, _float_dtype(state))
     if key is None:
         raise ValueError("sdeint needs a PRNG key: sdeint(..., key=jax.random.PRNGKey(0))")
-    x_leaves, treedef = jax.tree_util.tree_flatten(x0)
+    x_leaves, treedef = jax.tree_util.tree_flatten(state)
     if not callable(sigma):
         _sigma_leaves(sigma, treedef, x_leaves)  # fail before tracing the loop
 
@@ -370,7 +393,7 @@ def sdeint(
         ]
         return (jax.tree_util.tree_unflatten(treedef, new),)
 
-    return _scan(step, (x0,), ts, trajectory, unroll)
+    return _cast_like(_scan(step, (state,), ts, trajectory, unroll), x0)
 
 
 def num_evals(method: str, steps: Union[int, Array, Sequence[float]]) -> int:

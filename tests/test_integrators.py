@@ -90,6 +90,23 @@ def test_dtype_preserved_under_x64(x64):
     assert I.odeint(lambda x, t: t * x, x0.astype(jnp.float64), I.uniform_grid(4)).dtype == jnp.float64
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_states_are_integrated_in_float32(dtype):
+    # 1000 Euler steps of u = 1 from x = 1: each step (1e-3) is below bf16's spacing at 1 (2^-7)
+    # and fp16's at 2 (2^-9), so a state carried in its own dtype would never reach 2
+    x0 = jnp.ones((3,), dtype)
+    seen = []
+    u = lambda x, t: (seen.append(jax.tree.leaves(x)[0].dtype), jax.tree.map(jnp.ones_like, x))[1]
+    x1 = I.odeint(u, x0, I.uniform_grid(1000), method="euler")
+    assert x1.dtype == dtype and seen[0] == jnp.float32
+    np.testing.assert_array_equal(np.asarray(x1, np.float32), 2.0)
+    path = I.odeint(u, {"a": x0}, I.uniform_grid(1000), trajectory=True)["a"]
+    assert path.dtype == dtype and path.shape == (1001, 3)
+    xs = I.sdeint(lambda x, t: jnp.ones_like(x), 0.0, x0, I.uniform_grid(1000), key=jax.random.PRNGKey(0))
+    assert xs.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(xs, np.float32), 2.0)
+
+
 @pytest.mark.parametrize("method", list(ORDERS) + ["euler_maruyama"])
 def test_num_evals_counts_calls(method):
     calls = []
