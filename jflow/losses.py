@@ -194,8 +194,11 @@ def make_loss(
 
     1. ``key_t, key_eps, key_drop = jax.random.split(key, 3)``;
     2. ``t = sample_time(key_t, B, method=time_sampling, mean=time_mean, std=time_std,
-       t_min=t_min, t_max=t_max, dtype=x.dtype)`` (flow time: 0 noise, 1 data), or
-       ``time_sampling(key_t, B)`` cast to ``x.dtype`` for a callable;
+       t_min=t_min, t_max=t_max, dtype=tdtype)`` (flow time: 0 noise, 1 data), or
+       ``time_sampling(key_t, B)`` cast to ``tdtype`` for a callable, where ``tdtype`` is
+       ``x.dtype`` or float32 for a bfloat16/float16 batch (bfloat16 holds only a few hundred
+       distinct times in ``[0, 1]``; the targets and the loss's batch mean are then float32,
+       and ``x_t`` is cast back to ``x.dtype`` for the model);
     3. ``eps = jax.random.normal(key_eps, x.shape, x.dtype)``, or the source batch ``batch["x0"]``
        when given (it plays the role of ``eps``: :func:`jflow.paths.bridge`); with a
        ``coupling``, ``eps, z = coupling(fold_in(key_eps, 1), eps, z, labels=y)`` (``y`` before
@@ -286,9 +289,9 @@ def make_loss(
     def loss(params, batch, key):
         z, y = _batch_arrays(batch, needs_labels=label_dropout > 0)
         key_t, key_eps, key_drop = jax.random.split(key, 3)
-        t = draw_t(key_t, z.shape[0], z.dtype)
+        t = draw_t(key_t, z.shape[0], jnp.promote_types(z.dtype, jnp.float32))
         eps, z = _source(batch, key_eps, z, y, coupling)
-        x_t = sample_conditional(sched, z, eps, t)
+        x_t = sample_conditional(sched, z, eps, t).astype(z.dtype)
         x_t, noise_velocity = _add_path_noise(path_noise, key_eps, x_t, t)
         if label_dropout > 0:
             y = drop_labels(key_drop, y, label_dropout, null_label)

@@ -417,6 +417,21 @@ def test_make_loss_matches_documented_recipe(parameterization):
     np.testing.assert_allclose(np.sum(metrics["loss_by_time"] * metrics["count_by_time"]) / B, value, rtol=2e-6)
 
 
+def test_make_loss_on_a_bfloat16_batch_draws_float32_times_and_reduces_in_float32():
+    seen = {}
+
+    def apply(params, x, t, y):
+        seen.update(x=x.dtype, t=np.asarray(t))
+        return _apply(params, x, t, y)
+
+    batch = {"x": jnp.ones((4096, D), jnp.bfloat16)}
+    value, _ = losses.make_loss(apply, LIN)(_params(jnp.bfloat16), batch, jax.random.PRNGKey(0))
+    assert seen["x"] == jnp.bfloat16 and seen["t"].dtype == np.float32  # x_t keeps the batch's dtype
+    assert value.dtype == jnp.float32
+    # bfloat16 has 128 values in [0.5, 1); 4096 float32 draws are (nearly) all distinct
+    assert len(np.unique(seen["t"])) > 4000
+
+
 def test_make_loss_label_dropout_follows_algorithm_5():
     params, batch, key = _params(), _batch(), jax.random.PRNGKey(12)
     n_dropped = int(jnp.sum(losses.drop_labels(jax.random.split(key, 3)[2], batch["y"], 0.5, NULL) == NULL))
