@@ -3,7 +3,10 @@ r"""Time grids for the fixed-step integrators: uniform, power-law and EDM.
 A grid is a 1-D array of ``n_steps + 1`` strictly monotone times, ``ts[0]`` where
 integration starts and ``ts[-1]`` where it ends (flow time: ``0`` noise, ``1`` data).
 ``n_steps`` is a Python int (it fixes the shape, so a jitted sampler compiles once per
-length); the endpoints may be traced arrays. :mod:`jflow.integrators` re-exports these.
+length); the endpoints may be traced arrays. A grid with concrete endpoints is computed
+eagerly even inside ``jit`` (``jax.ensure_compile_time_eval``), so it stays a concrete array
+there and the samplers can still check it against a field's singular ends.
+:mod:`jflow.integrators` re-exports these.
 """
 from __future__ import annotations
 
@@ -43,7 +46,8 @@ def uniform_grid(n_steps: int, t0: float = 0.0, t1: float = 1.0, dtype=None) -> 
     """
     n = _check_steps(n_steps)
     _check_endpoints(t0, t1)
-    return jnp.linspace(t0, t1, n + 1, dtype=dtype or jnp.result_type(float))
+    with jax.ensure_compile_time_eval():
+        return jnp.linspace(t0, t1, n + 1, dtype=dtype or jnp.result_type(float))
 
 
 def power_grid(n_steps: int, rho: float = 2.0, t0: float = 0.0, t1: float = 1.0, dtype=None) -> Array:
@@ -62,9 +66,10 @@ def power_grid(n_steps: int, rho: float = 2.0, t0: float = 0.0, t1: float = 1.0,
     if is_concrete(rho) and not (np.ndim(rho) == 0 and float(np.asarray(rho)) >= 1.0):
         raise ValueError(f"rho must be a scalar >= 1 (1 = uniform grid); got {rho!r}")
     dtype = dtype or jnp.result_type(float)
-    s = jnp.linspace(0.0, 1.0, n + 1, dtype=dtype)
-    out = t0 + (t1 - t0) * (1.0 - (1.0 - s) ** rho)
-    return out.at[-1].set(t1)
+    with jax.ensure_compile_time_eval():
+        s = jnp.linspace(0.0, 1.0, n + 1, dtype=dtype)
+        out = t0 + (t1 - t0) * (1.0 - (1.0 - s) ** rho)
+        return out.at[-1].set(t1)
 
 
 def edm_grid(
@@ -87,6 +92,7 @@ def edm_grid(
             f"sigma_max={sigma_max}, rho={rho}"
         )
     dtype = dtype or jnp.result_type(float)
-    s = jnp.linspace(0.0, 1.0, n + 1, dtype=dtype)
-    sig = (sigma_max ** (1 / rho) + s * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-    return 1.0 / (1.0 + sig)
+    with jax.ensure_compile_time_eval():
+        s = jnp.linspace(0.0, 1.0, n + 1, dtype=dtype)
+        sig = (sigma_max ** (1 / rho) + s * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+        return 1.0 / (1.0 + sig)

@@ -423,3 +423,14 @@ def test_ou_marginal_brownian_limit_and_small_theta(x64):
         S.ou_marginal(x0, -0.1, theta=1.0, sigma=0.4)
     _, std_inf = S.ou_marginal(x0, jnp.inf, theta=2.0, sigma=0.6)  # the stationary law
     np.testing.assert_allclose(std_inf, np.full((1, 2), 0.6 / 2.0), rtol=1e-15)
+
+
+def test_a_grid_built_inside_jit_is_still_checked():
+    # uniform_grid with concrete endpoints is concrete under jit, so the singular-end check runs
+    u = S.as_velocity(_model("noise"), SCHED, "noise")  # singular at t = 0
+    inside = jax.jit(lambda x0: S.sample_ode(u, x0, I.uniform_grid(4, t0=1e-3)))
+    assert jnp.all(jnp.isfinite(inside(jnp.zeros((3, 2)))))
+    with pytest.raises(ValueError, match="singular at t = 0"):
+        jax.jit(lambda x0: S.sample_ode(u, x0, I.uniform_grid(4)))(jnp.zeros((3, 2)))
+    with pytest.raises(ValueError, match="singular at t = 0"):
+        jax.jit(lambda x0: S.sample_ode(u, x0, I.power_grid(4, 2.0)))(jnp.zeros((3, 2)))
