@@ -3,6 +3,7 @@ recompilation after a restore, crash during save, damaged and incompatible check
 NaN never saved, restore onto another number of devices."""
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -139,6 +140,29 @@ def test_damaged_checkpoint_raises_clear_error(tmp_path):
         assert isinstance(err.value, ValueError)
         restored, _, _ = ckpt.restore(new_state(), step=1)  # the advice works
     assert int(restored.step) == 1
+
+
+def test_overwritten_array_bytes_fail_the_checksum_instead_of_restoring_other_numbers(tmp_path):
+    params = {"w": jnp.arange(20000, dtype=jnp.float32).reshape(200, 100) / 7.0, "b": jnp.ones((100,))}
+    state = jt.create_train_state(params, TX)
+    with jt.Checkpointer(tmp_path, async_save=False) as ckpt:
+        ckpt.save(state)
+    files = [p for p in (tmp_path / "0" / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    data = max(files, key=lambda p: p.stat().st_size)  # the one holding w
+    raw = bytearray(data.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 64] = bytes(b ^ 0xFF for b in raw[middle:middle + 64])  # still decodes: orbax restores it
+    data.write_bytes(bytes(raw))
+    with jt.Checkpointer(tmp_path) as ckpt:
+        with pytest.raises(jt.CheckpointCorruptedError, match=r"\['params'\]\['w'\] does not match the checksum"):
+            ckpt.restore(state)
+    # a checkpoint written before checksums existed (no checksums item) still restores
+    with jt.Checkpointer(tmp_path / "old", async_save=False) as ckpt:
+        ckpt.save(state)
+    shutil.rmtree(tmp_path / "old" / "0" / "checksums")
+    with jt.Checkpointer(tmp_path / "old") as ckpt:
+        restored, _, _ = ckpt.restore(state)
+    np.testing.assert_array_equal(restored.params["w"], params["w"])
 
 
 def test_damaged_checkpoint_prints_one_error_and_no_event_loop_tracebacks(tmp_path):

@@ -1,9 +1,11 @@
 """Checkpoints with orbax-checkpoint: train state (+ EMA), data position and config.
 
 A checkpoint directory holds one sub-directory per saved step (``<dir>/<step>/``) with
-three items: ``state`` (the arrays of the :class:`~jflow.train.TrainState`: step,
+four items: ``state`` (the arrays of the :class:`~jflow.train.TrainState`: step,
 params, optimizer state, EMA params, non-finite counter), ``data`` (a small JSON dict,
-the position in the data stream) and ``config`` (the run's JSON config).
+the position in the data stream), ``config`` (the run's JSON config) and ``checksums``
+(a CRC-32 per array, compared after every restore: orbax itself would restore damaged
+array bytes as other numbers without an error; single-process saves only).
 
 Atomicity: orbax writes a step into a temporary directory and renames it to
 ``<dir>/<step>`` only when every item is complete, so a save interrupted by a crash is
@@ -46,7 +48,9 @@ from jflow.train.checkpoint_checks import (
     CheckpointCorruptedError,
     CheckpointError,
     CheckpointIncompatibleError,
+    check_checksums,
     check_matches,
+    checksums,
     corrupted,
     read_all_arrays,
 )
@@ -98,8 +102,10 @@ class Checkpointer:
       verify: before restoring, read every array of the step once without an event
         loop (:func:`jflow.train.checkpoint_checks.read_all_arrays`), so that a damaged
         file raises one :class:`CheckpointCorruptedError` instead of orbax's error plus
-        a flood of "Event loop is closed" tracebacks on stderr. Costs one extra read of
-        the checkpoint; ``False`` leaves damaged files to orbax.
+        a flood of "Event loop is closed" tracebacks on stderr; after restoring, compare
+        every array with the CRC-32 saved with it (damaged bytes that still decode raise
+        :class:`CheckpointCorruptedError` instead of restoring as other numbers). Costs one
+        extra read of the checkpoint and one CRC pass; ``False`` leaves damaged files to orbax.
 
     Use as a context manager, or call :meth:`close` when done.
     """
@@ -121,6 +127,7 @@ class Checkpointer:
                 "state": ocp.StandardCheckpointHandler(),
                 "data": ocp.JsonCheckpointHandler(),
                 "config": ocp.JsonCheckpointHandler(),
+                "checksums": ocp.JsonCheckpointHandler(),
             },
         )
 
@@ -171,15 +178,15 @@ class Checkpointer:
                 f"refusing to save the state of step {step} to {self.directory}: it holds NaN or "
                 f"inf values; the last good checkpoint (step {self.latest_step()}) is kept"
             )
-        return bool(self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(arrays),
-                data=ocp.args.JsonSave(data_state),
-                config=ocp.args.JsonSave(config),
-            ),
-            force=True,
-        ))
+        items = dict(
+            state=ocp.args.StandardSave(arrays),
+            data=ocp.args.JsonSave(data_state),
+            config=ocp.args.JsonSave(config),
+        )
+        sums = checksums(arrays)
+        if sums is not None:
+            items["checksums"] = ocp.args.JsonSave(sums)
+        return bool(self._manager.save(step, args=ocp.args.Composite(**items), force=True))
 
     def _abstract_target(self, template: TrainState, sharding) -> Tuple[dict, list]:
         """``(target, uncommit)``: orbax's restore target (shape, dtype, sharding per leaf)
@@ -265,15 +272,14 @@ class Checkpointer:
         target, uncommit = self._abstract_target(template, sharding)
         self._check_compatible(step, target)
         path = self.step_path(step)
+        items = dict(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore())
+        summed = self.verify and os.path.isdir(os.path.join(path, "checksums"))  # older checkpoints have none
+        if summed:
+            items["checksums"] = ocp.args.JsonRestore()
         try:
-            out = self._manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(target),
-                    data=ocp.args.JsonRestore(),
-                    config=ocp.args.JsonRestore(),
-                ),
-            )
+            out = self._manager.restore(step, args=ocp.args.Composite(**items))
+            if summed:
+                check_checksums(out["state"], out["checksums"] or {})
         except Exception as e:  # damaged array files surface as tensorstore/orbax errors
             raise self._corrupted(step, e) from e
         saved_config = out["config"] if out["config"] is not None else {}
