@@ -42,13 +42,17 @@ Parts (``--parts``):
     ``unet_mnist`` configuration (dropout 0) against ``TorchUNet``, a PyTorch port
     with the same blocks, channels and parameter count (weights copied, outputs checked),
     trained with flow_matching's path.
+``dit``
+    The same step with ``jflow.models.DiT`` in its ``dit_tiny`` configuration (patch 2,
+    hidden 128, 4 blocks, 4 heads; 196 tokens per 28 x 28 image) against ``TorchDiT``, a
+    PyTorch port with the same layers and parameter count (weights copied, outputs checked).
 
 Also reported: jflow's first-call time (trace + compile) apart from steady state, the FLOPs
 of one step from XLA's cost analysis, and the utilisation FLOPs/s over the float32 matmul
 peak of this machine measured in the same run (a jitted ``jnp.dot`` and ``torch.mm``).
 
-Modules: :mod:`.twins` and :mod:`.unet_twin` (the torch models), :mod:`.training`,
-:mod:`.sampling` and :mod:`.unet` (the cases), :mod:`.report` (tables), :mod:`.run` (the
-run) and ``__main__`` (the command line, and the environment JAX and glibc read when they
-start). The targets the ratios are judged against are in ``benchmarks/README.md``.
+Modules: :mod:`.twins`, :mod:`.unet_twin` and :mod:`.dit_twin` (the torch models),
+:mod:`.training`, :mod:`.sampling`, :mod:`.unet` and :mod:`.dit` (the cases),
+:mod:`.report` (tables), :mod:`.run` (the run) and ``__main__`` (the command line, and the
+environment JAX and glibc read when they start). The targets the ratios are judged against are in ``benchmarks/README.md``.
 """

@@ -15,7 +15,7 @@ import sys
 import benchmarks.peers
 from benchmarks import harness
 
-PARTS = ("train", "film", "sample", "unet")
+PARTS = ("train", "film", "sample", "unet", "dit")
 # glibc serves blocks above 32 MB (and every block of a thread's arena that does not fit its
 # 64 MB heap) with a fresh mmap and unmaps them on free; these settings keep such memory in
 # one heap instead.

@@ -12,16 +12,17 @@ import torch
 
 from benchmarks import harness
 from benchmarks.peers import report
+from benchmarks.peers.dit import dit_case
 from benchmarks.peers.sampling import sample_cases
 from benchmarks.peers.torch_timing import choose_threads, torch_matmul
 from benchmarks.peers.training import train_case
 from benchmarks.peers.unet import unet_case
 
-# (width, batch, fused k) of each training case, and the sampling sizes and U-Net batch
+# (width, batch, fused k) of each training case, the sampling sizes, the U-Net and DiT batches
 SIZES = {
     False: dict(train=[(64, 256, 32), (64, 1000, 32), (512, 4096, 8)], film=[(64, 1000, 32), (512, 1024, 8)],
-                sample=[1000, 100_000], unet=16),
-    True: dict(train=[(64, 256, 16), (512, 1024, 4)], film=[(64, 256, 16)], sample=[1000, 10_000], unet=8),
+                sample=[1000, 100_000], unet=16, dit=16),
+    True: dict(train=[(64, 256, 16), (512, 1024, 4)], film=[(64, 256, 16)], sample=[1000, 10_000], unet=8, dit=8),
 }
 
 
@@ -44,8 +45,10 @@ def _cases(args):
                 repeats = args.repeats if n <= 10_000 else max(3, args.repeats // 2)
                 for case in sample_cases(n, 64, ["euler", "midpoint"], args.seconds):
                     yield case, repeats
-        else:
+        elif part == "unet":
             yield unet_case(sizes["unet"], args.seconds), args.repeats
+        else:
+            yield dit_case(sizes["dit"], args.seconds), args.repeats
 
 
 def _header(args, command, malloc_env, peaks, load_start, started) -> list[str]:
