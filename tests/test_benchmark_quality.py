@@ -61,6 +61,9 @@ def test_run_names_apply_swaps_and_reject_unknown_names():
     assert (run.library, run.initializer, run.ema_decay, run.steps, run.optimizer) == ("jflow", "lecun_normal", 0.999, 10, "adam")
     assert spec.RunSpec.from_json(run.to_json()) == run
     assert spec.parse_run("torchcfm+adamw_1e-2", "moons").weight_decay == 1e-2
+    shared = spec.parse_run("flow_matching+shared_init", "moons")  # PyTorch's law, drawn by jflow
+    assert shared.initializer == "torch_shared" and spec.jflow_initializer(shared) == "torch"
+    assert spec.jflow_initializer(run) == "lecun_normal"
     with pytest.raises(ValueError, match="unknown library"):
         spec.parse_run("jax", "moons")
     with pytest.raises(ValueError, match="unknown swap"):

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.quality.spec import RunSpec, initial_noise, train_batches
+from benchmarks.quality.spec import RunSpec, initial_noise, jflow_initializer, train_batches
 from jflow.integrators import odeint, uniform_grid
 from jflow.losses import make_loss
 from jflow.models import MLP, PlainMLP
@@ -27,7 +27,7 @@ STEPS_PER_CALL = 100
 def _model(spec: RunSpec, dtype):
     if spec.model == "film":  # the first column: jflow's residual MLP at ~199k parameters
         return MLP(width=144, depth=2, dtype=dtype, param_dtype=dtype)
-    return PlainMLP(width=spec.width, depth=spec.depth, initializer=spec.initializer, dtype=dtype, param_dtype=dtype)
+    return PlainMLP(width=spec.width, depth=spec.depth, initializer=jflow_initializer(spec), dtype=dtype, param_dtype=dtype)
 
 
 def _programs(spec: RunSpec):

@@ -36,7 +36,7 @@ class RunSpec:
     width: int = 256
     depth: int = 4
     learning_rate: float = 1e-3
-    initializer: str = "torch"  # "torch" | "lecun_normal" (jflow.models.dense_init)
+    initializer: str = "torch"  # "torch" | "lecun_normal" (jflow.models.dense_init) | "torch_shared" (see SWAPS)
     model: str = "plain"  # "plain" (PlainMLP) | "film" (jflow's residual MLP, width 144, depth 2)
     optimizer: str = "adam"  # "adam" | "adamw"
     weight_decay: float = 0.0
@@ -57,6 +57,9 @@ class RunSpec:
 # one controlled change each; "jflow only" swaps name options that only jflow's runner reads
 SWAPS = {
     "lecun_normal": dict(initializer="lecun_normal"),
+    # PyTorch's initialisation law drawn by jflow (same key as the jflow run of the seed) and copied
+    # into the PyTorch net: a seed's runs then share their initial weights as well as their data
+    "shared_init": dict(initializer="torch_shared"),
     "adamw_1e-2": dict(optimizer="adamw", weight_decay=1e-2),  # torch.optim.AdamW's default decay
     "adamw_1e-4": dict(optimizer="adamw", weight_decay=1e-4),  # optax.adamw's default decay
     "eps_1e-6": dict(eps=1e-6),
@@ -107,3 +110,8 @@ def fresh_sample(toy_set: str, seed: int, n: int = N_EVAL) -> np.ndarray:
 def initial_noise(seed: int, n: int = N_EVAL) -> np.ndarray:
     """``(n, 2)`` float32 draws from N(0, I): the ODE's starting points for run ``seed``, in every library."""
     return np.random.default_rng([seed, 2]).standard_normal((n, 2)).astype(np.float32)
+
+
+def jflow_initializer(spec: RunSpec) -> str:
+    """The ``PlainMLP`` initializer that draws ``spec``'s initial weights (``torch_shared`` is ``torch``)."""
+    return "torch" if spec.initializer == "torch_shared" else spec.initializer

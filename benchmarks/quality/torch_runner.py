@@ -2,8 +2,8 @@
 
 The network is the examples' ``MLP``: ``cat([x, t]) -> (Linear(256) -> SiLU) x 4 -> Linear(2)``.
 Its weights are PyTorch's default initialisation from ``torch.manual_seed(seed)``, or, with
-``initializer="lecun_normal"``, the very weights jflow's ``PlainMLP`` starts from for the same
-seed (copied). One loop per library, as in its example:
+``initializer="lecun_normal"`` or ``"torch_shared"`` (PyTorch's law drawn by jflow), the very
+weights jflow's ``PlainMLP`` starts from for the same seed (copied). One loop per library, as in its example:
 
 - flow_matching: ``AffineProbPath(CondOTScheduler()).sample(t=t, x_0=x_0, x_1=x_1)``, loss
   ``(v(x_t, t) - dx_t)^2`` averaged over all elements, ``ODESolver.sample(step_size=1/n,
@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from benchmarks.quality.spec import RunSpec, initial_noise, train_batches
+from benchmarks.quality.spec import RunSpec, initial_noise, jflow_initializer, train_batches
 
 
 def _network(spec: RunSpec, seed: int):
@@ -46,7 +46,7 @@ def _copy_jflow_init(spec: RunSpec, seed: int, net) -> None:
 
     from jflow.models import PlainMLP
 
-    model = PlainMLP(width=spec.width, depth=spec.depth, initializer=spec.initializer)
+    model = PlainMLP(width=spec.width, depth=spec.depth, initializer=jflow_initializer(spec))
     key_init = jax.random.split(jax.random.PRNGKey(seed))[0]
     params = model.init(key_init, jnp.zeros((2, 2)), jnp.zeros((2,)))["params"]
     names = [f"hidden_{i}" for i in range(spec.depth)] + ["output"]
