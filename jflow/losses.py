@@ -44,8 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jflow._checks import as_float, check_choice, expand_time, is_concrete
-from jflow.paths import PARAMETERIZATIONS, conditional_target, sample_conditional
 from jflow.guidance import drop_labels
+from jflow.paths import PARAMETERIZATIONS, conditional_target, sample_conditional
+from jflow.schedulers import derivatives
 from jflow.time_sampling import TIME_SAMPLING, check_time_range, sample_time
 from jflow.weighting import LOSS_WEIGHTINGS, loss_weight, noise_error_factor, resolve_weighting, weigh_errors
 
@@ -227,7 +228,7 @@ def make_loss(
         :math:`-\epsilon/\beta_t` is infinite at ``t = 1`` (Algorithm 5: "numerically
         unstable for low beta"). Schedulers whose derivative is infinite at ``t = 1``
         (``SqrtScheduler``, ``LinearVPScheduler``, ``VPScheduler``) need ``t_max < 1`` for the
-        velocity form too. Must be left ``None`` with a callable ``time_sampling``.
+        velocity form too: a ``t_max`` where the velocity target is infinite is refused. Must be left ``None`` with a callable ``time_sampling``.
       label_dropout: probability ``p`` in ``[0, 1]`` of replacing a label by ``null_label``.
       null_label: the empty label; required when ``label_dropout > 0``.
       weighting: how each example's squared error is weighted: ``None`` (Algorithm 5 / 3-4 as
@@ -276,6 +277,8 @@ def make_loss(
         raise ValueError(f"sched must be a scheduler t -> (alpha_t, beta_t); got {sched!r}")
     check_choice(parameterization, PARAMETERIZATIONS, "parameterization")
     draw_t = _time_sampler(time_sampling, parameterization, time_mean, time_std, t_min, t_max)
+    if parameterization == "velocity" and not callable(time_sampling):
+        _check_velocity_finite(sched, 1.0 if t_max is None else t_max)
     if not (np.ndim(label_dropout) == 0 and 0.0 <= float(label_dropout) <= 1.0):
         raise ValueError(f"label_dropout must be a probability in [0, 1]; got {label_dropout}")
     label_dropout = float(label_dropout)
@@ -342,6 +345,25 @@ def _time_sampler(time_sampling, parameterization, mean, std, t_min, t_max) -> C
     return lambda key, n, dtype: sample_time(
         key, n, method=time_sampling, mean=mean, std=std, t_min=t_min, t_max=t_max, dtype=dtype
     )
+
+
+def _check_velocity_finite(sched, t_max) -> None:
+    """Refuse a concrete ``t_max`` where the velocity target's derivatives are infinite
+    (``SqrtScheduler``, ``LinearVPScheduler`` and ``VPScheduler`` at ``t = 1``)."""
+    if not is_concrete(t_max):
+        return
+    try:
+        d = derivatives(sched, jnp.asarray(float(np.asarray(t_max)), jnp.float32))
+    except Exception:  # a scheduler that cannot be evaluated eagerly here is checked by nobody
+        return
+    if not all(is_concrete(v) for v in d):  # traced scheduler parameters (a vmapped grid of them)
+        return
+    if not all(np.isfinite(np.asarray(v)).all() for v in d):
+        raise ValueError(
+            f"the velocity target d_alpha_t z + d_beta_t eps of {type(sched).__name__} is infinite at "
+            f"t_max={float(np.asarray(t_max))} (alpha, beta, d_alpha, d_beta = "
+            f"{tuple(round(float(np.asarray(v)), 6) for v in d)}); train on t <= t_max < 1, e.g. t_max=1 - 1e-3"
+        )
 
 
 def _batch_arrays(batch, needs_labels: bool):

@@ -507,6 +507,15 @@ def test_make_loss_options():
     assert sorted(no_bins) == ["loss", "target_sq_norm"]
 
 
+def test_make_loss_refuses_a_velocity_target_that_is_infinite_at_t_max():
+    for sched in (schedulers.VPScheduler(), schedulers.SqrtScheduler(), schedulers.LinearVPScheduler()):
+        with pytest.raises(ValueError, match=r"infinite at t_max=1.0.*t_max=1 - 1e-3"):
+            losses.make_loss(_apply, sched)  # d beta_t / dt = -inf at t = 1
+        losses.make_loss(_apply, sched, t_max=0.999)  # the fix works
+        losses.make_loss(_apply, sched, parameterization="noise")  # other targets need no derivative
+    losses.make_loss(_apply, schedulers.CosineScheduler())  # finite derivatives: t_max = 1 is fine
+
+
 def test_make_loss_rejects_bad_configuration():
     with pytest.raises(ValueError, match="choose one of"):
         losses.make_loss(_apply, LIN, parameterization="eps")
