@@ -265,9 +265,8 @@ def odeint(
     check_choice(method, TABLEAUS, "ODE method")
     args = _check_args(args)
     x0 = jax.tree_util.tree_map(jnp.asarray, x0)
-    _float_dtype(x0)
     state = _working_precision(x0)
-    ts = _check_grid(ts, _float_dtype(state))
+    ts = _check_grid(ts, jnp.promote_types(_float_dtype(x0), jnp.float32))
     tableau = TABLEAUS[method]
 
     def step(carry, inp):
@@ -369,9 +368,8 @@ def sdeint(
     check_choice(method, SDE_METHODS, "SDE method")
     args = _check_args(args)
     x0 = jax.tree_util.tree_map(jnp.asarray, x0)
-    _float_dtype(x0)
     state = _working_precision(x0)
-    ts = _check_grid(ts, _float_dtype(state))
+    ts = _check_grid(ts, jnp.promote_types(_float_dtype(x0), jnp.float32))
     if key is None:
         raise ValueError("sdeint needs a PRNG key: sdeint(..., key=jax.random.PRNGKey(0))")
     x_leaves, treedef = jax.tree_util.tree_flatten(state)
