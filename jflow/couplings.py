@@ -41,7 +41,7 @@ Outside ``jit`` a NaN input raises ``ValueError``; under ``jit`` NaN propagates 
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import jax
 import jax.numpy as jnp

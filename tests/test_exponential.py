@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jflow import data, integrators, marginals, metrics, paths, sampling, schedulers
+from jflow import data, integrators, marginals, metrics, sampling, schedulers
 from jflow.integrators import uniform_grid
 
 GM = marginals.GaussianMixture(jnp.array([[-2.0, 0.0], [2.0, 1.0]]), jnp.array([0.3, 0.5]), jnp.array([0.4, 0.6]))

@@ -84,8 +84,9 @@ def _batch_source(batch_fn, k: int) -> BatchFn:
             "batch_fn must be a function batch_fn(step) -> batch or an iterable of batches; got "
             f"{type(batch_fn).__name__} (for one fixed batch pass lambda step: batch)"
         )
-    one = batch_fn
-    if not callable(batch_fn):
+    if callable(batch_fn):
+        one = batch_fn
+    else:
         iterator = iter(batch_fn)
 
         def one(step):
