@@ -36,6 +36,7 @@ from jflow.models.embeddings import ConditionedModel
 from jflow.models.layers import (
     Activation,
     Dtype,
+    GroupNorm,
     MultiHeadSelfAttention,
     check_dropout,
     get_activation,
@@ -64,11 +65,11 @@ class ResBlock(nn.Module):
     def __call__(self, h, c, *, train: bool = False):
         act = get_activation(self.activation)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        z = act(nn.GroupNorm(self.norm_groups, **kw, name="norm_0")(h))
+        z = act(GroupNorm(self.norm_groups, **kw, name="norm_0")(h))
         z = nn.Conv(self.out_channels, (3, 3), padding=_PAD, **kw, name="conv_0")(z)
         cond = nn.Dense(2 * self.out_channels, **kw, name="cond")(act(c))
         scale, shift = jnp.split(cond[:, None, None, :], 2, axis=-1)
-        z = nn.GroupNorm(self.norm_groups, **kw, name="norm_1")(z) * (1.0 + scale) + shift
+        z = GroupNorm(self.norm_groups, **kw, name="norm_1")(z) * (1.0 + scale) + shift
         z = nn.Dropout(self.dropout)(act(z), deterministic=not train)
         z = nn.Conv(
             self.out_channels, (3, 3), padding=_PAD, kernel_init=nn.initializers.zeros, **kw, name="conv_1"
@@ -89,7 +90,7 @@ class AttentionBlock(nn.Module):
     @nn.compact
     def __call__(self, h):
         b, height, width, ch = h.shape
-        z = nn.GroupNorm(self.norm_groups, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(h)
+        z = GroupNorm(self.norm_groups, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(h)
         z = MultiHeadSelfAttention(
             self.num_heads, zero_init_output=True, dtype=self.dtype, param_dtype=self.param_dtype, name="attn"
         )(z.reshape(b, height * width, ch))
@@ -222,7 +223,7 @@ class UNet(ConditionedModel, nn.Module):
                 h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
                 h = nn.Conv(out_channels, (3, 3), padding=_PAD, **kw, name=f"up_{level}_sample")(h)
 
-        h = act(nn.GroupNorm(self.norm_groups, **kw, name="norm_out")(h))
+        h = act(GroupNorm(self.norm_groups, **kw, name="norm_out")(h))
         out = nn.Conv(
             x.shape[-1],
             (3, 3),
