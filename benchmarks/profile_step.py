@@ -12,7 +12,8 @@ Usage (from the repository root)::
 ``jflow.losses.make_loss`` + ``jflow.train.make_train_step``, Adam, float32), or ``--fused k``
 updates in one ``lax.scan``; ``sample`` profiles ``jflow.integrators.odeint`` (100 steps)
 of the same MLP with random weights; ``unet`` one flow matching update of
-``jflow.models.UNet`` in its ``unet_mnist`` configuration (28x28x1, dropout 0).
+``jflow.models.UNet`` in its ``unet_mnist`` configuration (28x28x1, dropout 0), ``dit`` the
+same for ``jflow.models.DiT`` in ``dit_tiny`` (the peer benchmark's image cases).
 
 The script records ``--calls`` calls with ``jax.profiler.trace`` (XLA CPU's per-operation
 trace events switched on with ``--xla_cpu_enable_xprof_traceme=true``) and prints, per
@@ -50,10 +51,10 @@ from benchmarks import harness
 
 def _parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.profile_step", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["train", "sample", "unet"])
+    p.add_argument("what", choices=["train", "sample", "unet", "dit"])
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--batch", type=int, default=None, help="train / unet: batch size (default 4096 / 16)")
+    p.add_argument("--batch", type=int, default=None, help="train / unet, dit: batch size (default 4096 / 16)")
     p.add_argument("--fused", type=int, default=1, help="train: updates per call (lax.scan)")
     p.add_argument("--points", type=int, default=100_000, help="sample: number of points")
     p.add_argument("--method", default="euler", help="sample: odeint method")
@@ -71,6 +72,10 @@ def _parse_args(argv=None):
 # ------------------------------------------------------------------------------------------
 
 
+IMAGE_CONFIGS = {"unet": "unet_mnist", "dit": "dit_tiny"}
+"""The image models the ``unet`` and ``dit`` targets profile: the configurations of the peer benchmark."""
+
+
 def build(args):
     """``(jitted, call_args, advance, per_call, label)``: ``jitted(*call_args)`` is one call and
     ``advance(out, call_args)`` the arguments of the next (a train step's state is donated)."""
@@ -84,18 +89,18 @@ def build(args):
     from jflow.models import PlainMLP
     from jflow.schedulers import LinearScheduler
 
-    if args.what == "unet":
-        from jflow.models import UNet, get_config
+    if args.what in IMAGE_CONFIGS:
+        from jflow.models import get_config, get_model
 
-        cfg = get_config("unet_mnist")
-        model = UNet(**dict(cfg.kwargs, dropout=0.0))
+        name = IMAGE_CONFIGS[args.what]
+        cfg, model = get_config(name), get_model(name, dropout=0.0)
         batch_size = args.batch or 16
         x = jax.random.normal(jax.random.PRNGKey(1), (batch_size,) + tuple(cfg.input_shape))
         y = jax.random.randint(jax.random.PRNGKey(2), (batch_size,), 0, 10)
         params = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1], jnp.zeros((1,)), y[:1])
         step = jt.make_train_step(make_loss(model.apply, LinearScheduler(), time_bins=0))
         state = jt.create_train_state(params, optax.adam(1e-3))
-        label = f"train step, U-Net unet_mnist, batch {batch_size}"
+        label = f"train step, {type(model).__name__} {name}, batch {batch_size}"
         return step, (state, {"x": x, "y": y}, jax.random.PRNGKey(3)), lambda out, a: (out[0],) + a[1:], 1, label
 
     model = PlainMLP(width=args.width, depth=args.depth)

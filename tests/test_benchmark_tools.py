@@ -1,6 +1,6 @@
 """The shared benchmark harness (``benchmarks/harness.py``) against closed forms: FLOPs of matrix
 multiplies (2 * M * N * K), quartiles of known lists, the warm-up and interleaving contracts, the
-worker protocol. Nothing here is timed."""
+worker protocol; ``benchmarks.layers``' swap of the stock layers. Nothing here is timed."""
 import sys
 
 import jax
@@ -90,3 +90,26 @@ def test_run_worker_returns_the_last_result_line_and_reports_failures():
     assert harness.run_worker([sys.executable, "-c", script]) == [2]
     with pytest.raises(RuntimeError, match="exit code 3"):
         harness.run_worker([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"])
+
+
+def test_stock_layers_swaps_in_flax_groupnorm_and_jax_attention_and_restores_them():
+    import flax.linen as nn
+
+    import jflow.models.layers as layers
+    import jflow.models.unet as unet
+    from benchmarks.layers import stock_layers
+    from jflow.models import UNet
+
+    model = UNet(base_channels=4, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,),
+                 mid_attention=False, num_heads=2, norm_groups=2)
+    x, t = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 1)), jnp.array([0.3, 0.7])
+    params = model.init(jax.random.PRNGKey(1), x, t)
+    params = jax.tree_util.tree_map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+    ours = model.apply(params, x, t)
+    with stock_layers():
+        assert unet.GroupNorm is nn.GroupNorm
+        assert layers.dot_product_attention is jax.nn.dot_product_attention
+        stock = model.apply(params, x, t)  # same parameter tree, other implementations
+    assert unet.GroupNorm is layers.GroupNorm
+    assert layers.dot_product_attention is not jax.nn.dot_product_attention
+    assert jnp.max(jnp.abs(stock - ours)) < 1e-4 * (1.0 + jnp.max(jnp.abs(ours)))
