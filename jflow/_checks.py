@@ -1,4 +1,5 @@
-"""Input validation and time broadcasting shared by the library's pure functions.
+"""Input validation, time broadcasting and the samplers' working precision, shared by the
+library's pure functions.
 
 Checks on *values* (t in [0, 1]) run only when the value is concrete, i.e. outside
 ``jit``; under ``jit`` the same code traces to nothing, so checks cost nothing in compiled
@@ -150,3 +151,18 @@ def check_scalar_in(value, name: str, *, lo: float, hi: float = float("inf"), lo
         interval = ("(" if lo_open else "[") + f"{lo}, {hi}" + (")" if hi_open else "]")
         raise ValueError(f"{name} must lie in {interval}; got {float(v)}")
     return value
+
+
+def working_precision(tree):
+    """Each leaf in at least float32: the precision every sampler carries a state in.
+
+    In bfloat16 (8 significant bits) a step ``x + h u`` with ``|h u| < |x| / 256`` rounds back
+    to ``x``, and a grid of a few hundred points has repeated times, so low-precision states
+    are integrated in float32 and cast back at the end (:func:`cast_like`).
+    """
+    return jax.tree_util.tree_map(lambda a: a.astype(jnp.promote_types(a.dtype, jnp.float32)), tree)
+
+
+def cast_like(tree, like):
+    """``tree``'s leaves in the dtypes of ``like``'s (a trajectory's extra time axis is fine)."""
+    return jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), tree, like)

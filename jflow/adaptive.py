@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jflow._checks import check_choice, check_positive_int, is_concrete
+from jflow._checks import check_choice, check_positive_int, is_concrete, working_precision
 
 Array = jax.Array
 
@@ -154,7 +154,9 @@ def odeint_adaptive(
       u: vector field ``u(x, t, *args)`` with a scalar ``t`` (the :func:`jflow.integrators.odeint`
         convention), returning an array shaped like ``x``.
       x0: initial state, a floating array (batch axis first); one step-size sequence for
-        the whole array (see the module docstring).
+        the whole array (see the module docstring). Below float32 (bfloat16, float16) it is
+        integrated in float32, tolerances and times included, and returned in its own dtype
+        (in bfloat16 the default tolerances could never be met).
       t0, t1: start and end time (``t1 < t0`` integrates backwards, e.g. data to noise);
         may be traced.
       method: ``"dopri5"`` (Dormand-Prince 5(4), :data:`EMBEDDED_TABLEAUS`).
@@ -175,6 +177,7 @@ def odeint_adaptive(
         raise ValueError(f"args must be a tuple (passed as u(x, t, *args)); got {type(args).__name__}")
     x0 = _check_inputs(x0, t0, t1, rtol, atol)
     tab = EMBEDDED_TABLEAUS[method]
+    out_dtype, x0 = x0.dtype, working_precision(x0)
     dtype = x0.dtype
     t0, t1 = jnp.asarray(t0, dtype), jnp.asarray(t1, dtype)
     rtol, atol = jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype)
@@ -218,5 +221,5 @@ def odeint_adaptive(
 
     start = _Carry(t0, x0, f0, h_init, jnp.asarray(1.0, dtype), jnp.asarray(2, jnp.int32), jnp.asarray(0, jnp.int32))
     end = jax.lax.while_loop(unfinished, body, start)
-    x = jnp.where(end.t == t1, end.x, jnp.nan)
+    x = jnp.where(end.t == t1, end.x, jnp.nan).astype(out_dtype)
     return AdaptiveSolution(x, end.nfe)

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jflow import paths
-from jflow._checks import as_float, check_choice, is_concrete
+from jflow._checks import as_float, check_choice, is_concrete, working_precision
 
 Array = jax.Array
 
@@ -135,7 +135,9 @@ def ddim(
       fn: the model ``fn(x, t, *args)`` (scalar flow time ``t``).
       sched: the path's scheduler ``t -> (alpha_t, beta_t)``.
       parameterization: what ``fn`` predicts: ``velocity``, ``score``, ``noise`` or ``data``.
-      x0: samples at ``ts[0]`` (``N(0, I)`` for ``ts[0] = 0``), batch axis first.
+      x0: samples at ``ts[0]`` (``N(0, I)`` for ``ts[0] = 0``), batch axis first. Below
+        float32 (bfloat16, float16) it is sampled in float32 and returned in its own dtype,
+        as in :func:`jflow.integrators.odeint` (also in :func:`dpm_solver_pp`).
       ts: increasing flow-time grid in ``[0, 1]``; see the module docstring for ``ts[0] = 0``.
       eta: noise level in ``[0, 1]`` (may be a traced array; ``eta > 0`` needs ``key``).
       key: PRNG key for ``eta > 0``; step ``i`` uses ``fold_in(key, i)``.
@@ -143,6 +145,7 @@ def ddim(
     """
     ts = check_sampling_grid(ts, sched, parameterization, sampler="ddim")
     x0 = jnp.asarray(x0)
+    out_dtype, x0 = x0.dtype, working_precision(x0)
     eta = as_float(eta).astype(x0.dtype)
     if is_concrete(eta):
         if eta.ndim != 0 or not 0.0 <= float(eta) <= 1.0:
@@ -162,7 +165,7 @@ def ddim(
         return (a_s * z_hat + keep * eps_hat + c * noise).astype(x.dtype), None
 
     idx = jnp.arange(ts.shape[0] - 1)
-    return jax.lax.scan(step, x0, (idx, ts[:-1], ts[1:]))[0]
+    return jax.lax.scan(step, x0, (idx, ts[:-1], ts[1:]))[0].astype(out_dtype)
 
 
 def ddpm_ancestral(fn: Callable, sched, parameterization: str, x0, ts, *, key: Array, args: tuple = ()) -> Array:
@@ -198,6 +201,7 @@ def dpm_solver_pp(fn: Callable, sched, parameterization: str, x0, ts, *, order: 
         raise ValueError(f"dpm_solver_pp: order must be 1 or 2 (2 = DPM-Solver++(2M)); got {order!r}")
     ts = check_sampling_grid(ts, sched, parameterization, sampler="dpm_solver_pp")
     x0 = jnp.asarray(x0)
+    out_dtype, x0 = x0.dtype, working_precision(x0)
     ts = ts.astype(x0.dtype)
 
     def lam(t):
@@ -215,8 +219,8 @@ def dpm_solver_pp(fn: Callable, sched, parameterization: str, x0, ts, *, order: 
         d = z_hat + w * (z_hat - z_prev)
         ratio = jnp.where(b_t == 0, 0.0, b_s / jnp.where(b_t == 0, 1.0, b_t))
         x_new = ratio * x + a_s * (1.0 - r) * d
-        return (x_new.astype(x.dtype), z_hat, h), None
+        return (x_new.astype(x.dtype), z_hat.astype(x.dtype), h), None
 
     init = (x0, jnp.zeros_like(x0), jnp.asarray(jnp.inf, x0.dtype))
-    return jax.lax.scan(step, init, (ts[:-1], ts[1:]))[0][0]
+    return jax.lax.scan(step, init, (ts[:-1], ts[1:]))[0][0].astype(out_dtype)
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jflow._checks import as_float, check_choice, is_concrete
+from jflow._checks import as_float, cast_like, check_choice, is_concrete, working_precision
 from jflow.adaptive import odeint_adaptive
 from jflow.grids import edm_grid, power_grid, uniform_grid
 
@@ -113,21 +113,6 @@ def _float_dtype(tree) -> jnp.dtype:
                 f"{jnp.result_type(leaf)}. Cast it, e.g. x0.astype(jnp.float32)."
             )
     return jnp.result_type(*leaves)
-
-
-def _working_precision(tree):
-    """Each leaf in at least float32: the precision the integrators carry a state in.
-
-    In bfloat16 (8 significant bits) a step ``x + h u`` with ``|h u| < |x| / 256`` rounds back
-    to ``x``, and a grid of a few hundred points has repeated times, so low-precision states
-    are integrated in float32 and cast back at the end (:func:`_cast_like`).
-    """
-    return jax.tree_util.tree_map(lambda a: a.astype(jnp.promote_types(a.dtype, jnp.float32)), tree)
-
-
-def _cast_like(tree, like):
-    """``tree``'s leaves in the dtypes of ``like``'s (a trajectory's extra time axis is fine)."""
-    return jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), tree, like)
 
 
 def _check_grid(ts, dtype) -> Array:
@@ -265,7 +250,7 @@ def odeint(
     check_choice(method, TABLEAUS, "ODE method")
     args = _check_args(args)
     x0 = jax.tree_util.tree_map(jnp.asarray, x0)
-    state = _working_precision(x0)
+    state = working_precision(x0)
     ts = _check_grid(ts, jnp.promote_types(_float_dtype(x0), jnp.float32))
     tableau = TABLEAUS[method]
 
@@ -274,7 +259,7 @@ def odeint(
         _, t0, t1 = inp
         return (rk_step(tableau, u, x, t0, t1 - t0, args),)
 
-    return _cast_like(_scan(step, (state,), ts, trajectory, unroll), x0)
+    return cast_like(_scan(step, (state,), ts, trajectory, unroll), x0)
 
 
 def _sigma_leaves(s, treedef, x_leaves) -> list:
@@ -368,7 +353,7 @@ def sdeint(
     check_choice(method, SDE_METHODS, "SDE method")
     args = _check_args(args)
     x0 = jax.tree_util.tree_map(jnp.asarray, x0)
-    state = _working_precision(x0)
+    state = working_precision(x0)
     ts = _check_grid(ts, jnp.promote_types(_float_dtype(x0), jnp.float32))
     if key is None:
         raise ValueError("sdeint needs a PRNG key: sdeint(..., key=jax.random.PRNGKey(0))")
@@ -391,7 +376,7 @@ def sdeint(
         ]
         return (jax.tree_util.tree_unflatten(treedef, new),)
 
-    return _cast_like(_scan(step, (state,), ts, trajectory, unroll), x0)
+    return cast_like(_scan(step, (state,), ts, trajectory, unroll), x0)
 
 
 def num_evals(method: str, steps: Union[int, Array, Sequence[float]]) -> int:

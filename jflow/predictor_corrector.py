@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from jflow import paths
-from jflow._checks import as_float, check_choice, check_positive_int, is_concrete
+from jflow._checks import as_float, check_choice, check_positive_int, is_concrete, working_precision
 from jflow.exponential import check_sampling_grid, first_alpha
 from jflow.schedulers import derivatives
 
@@ -78,7 +78,8 @@ def predictor_corrector(
       fn: the model ``fn(x, t, *args)``, scalar flow time ``t``; predicts ``parameterization``.
       sched: the path's scheduler.
       parameterization: ``score`` (the usual case), ``noise``, ``data`` or ``velocity``.
-      x0: samples at ``ts[0]`` (``N(0, I)``), batch axis first.
+      x0: samples at ``ts[0]`` (``N(0, I)``), batch axis first; below float32 it is sampled
+        in float32 and returned in its own dtype.
       ts: increasing flow-time grid in ``(0, 1]``.
       key: PRNG key; grid step ``i`` uses ``fold_in(key, i)``.
       snr: the corrector's signal-to-noise ratio (Song et al. use 0.16 on CIFAR-10, 0.075
@@ -94,6 +95,7 @@ def predictor_corrector(
             "first point; start later, e.g. uniform_grid(n, t0=1e-3)"
         )
     x0 = jnp.asarray(x0)
+    out_dtype, x0 = x0.dtype, working_precision(x0)
     snr = as_float(snr).astype(x0.dtype)
     if is_concrete(snr) and not float(snr) > 0:
         raise ValueError(f"predictor_corrector: snr must be > 0; got {float(snr)}")
@@ -126,4 +128,4 @@ def predictor_corrector(
         return (x + h * (u + 0.5 * g * g * s) + noise).astype(x.dtype), None
 
     idx = jnp.arange(ts.shape[0] - 1)
-    return jax.lax.scan(step, x0, (idx, ts[:-1], ts[1:]))[0]
+    return jax.lax.scan(step, x0, (idx, ts[:-1], ts[1:]))[0].astype(out_dtype)

@@ -181,11 +181,12 @@ def langevin(
     """
     n_steps = check_positive_int(n_steps, "n_steps", why="it fixes the number of scan steps")
     x0 = jnp.asarray(x0)
-    h = as_float(step_size).astype(x0.dtype)
+    work = jnp.promote_types(x0.dtype, jnp.float32)  # sdeint's precision: a bf16 grid would repeat times
+    h = as_float(step_size).astype(work)
     if is_concrete(h) and not bool(h > 0):
         raise ValueError(f"step_size must be > 0; got {float(h)}")
-    sig = as_float(sigma).astype(x0.dtype)
-    ts = jnp.arange(n_steps + 1, dtype=x0.dtype) * h
+    sig = as_float(sigma).astype(work)
+    ts = jnp.arange(n_steps + 1, dtype=work) * h
 
     def drift(x, s, *a):
         return (0.5 * sig * sig) * score(x, *a)
@@ -210,10 +211,11 @@ def ou_process(x0: Array, ts, *, key: Array, theta, sigma, trajectory: bool = Fa
     traced arrays (no recompilation when they change).
     """
     x0 = jnp.asarray(x0)
-    th = _check_nonnegative(as_float(theta).astype(x0.dtype), "theta")
+    work = jnp.promote_types(x0.dtype, jnp.float32)  # sdeint's precision
+    th = _check_nonnegative(as_float(theta).astype(work), "theta")
     return sdeint(
         lambda x, t, th_: -th_ * x,
-        lambda t, th_: as_float(sigma).astype(x0.dtype),
+        lambda t, th_: as_float(sigma).astype(work),
         x0,
         ts,
         key=key,

@@ -101,3 +101,15 @@ def test_agrees_with_diffrax_dopri5(x64):
     np.testing.assert_allclose(x, sol.ys[-1], atol=2e-4)
     diffrax_nfe = 6 * int(sol.stats["num_steps"]) + 1
     assert 0.5 * diffrax_nfe < int(nfe) < 3 * diffrax_nfe
+
+
+def test_bfloat16_state_is_solved_in_float32_and_returned_in_bfloat16():
+    # in bfloat16 the default tolerances (1e-5) are below the state's resolution, so a solve
+    # carried in bf16 could never accept a step; it runs in float32 and is rounded once
+    u = lambda x, t: jnp.cos(t) * x  # noqa: E731  x(1) = x0 e^{sin 1}
+    x0 = jnp.linspace(-1.0, 1.0, 5).astype(jnp.bfloat16)
+    low, nfe_low = odeint_adaptive(u, x0, 0.0, 1.0)
+    high, nfe_high = odeint_adaptive(u, x0.astype(jnp.float32), 0.0, 1.0)
+    assert low.dtype == jnp.bfloat16 and int(nfe_low) == int(nfe_high)
+    np.testing.assert_array_equal(np.asarray(low, np.float32), np.asarray(high.astype(jnp.bfloat16), np.float32))
+    np.testing.assert_allclose(np.asarray(low, np.float32), np.asarray(x0, np.float32) * np.exp(np.sin(1.0)), rtol=1e-2)

@@ -127,3 +127,26 @@ def test_samplers_refuse_bad_options():
         sampling.predictor_corrector(score, sched, "score", x0, uniform_grid(4, 0.1, 1.0), key=jax.random.PRNGKey(0), predictor="heun")
     with pytest.raises(ValueError, match="reverse drift divides by alpha_t"):
         sampling.predictor_corrector(_exact(sched, GM, "velocity"), sched, "velocity", x0, uniform_grid(4), key=jax.random.PRNGKey(0))
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpm_solver_pp", "predictor_corrector"])
+def test_bfloat16_states_are_sampled_in_float32_and_returned_in_bfloat16(sampler):
+    # in bfloat16 a 300-point grid has repeated times and small steps round away; the samplers
+    # integrate in float32 (as odeint does), so the bf16 run is the float32 run rounded once
+    sched = schedulers.CosineScheduler()
+    x0 = jax.random.normal(jax.random.PRNGKey(3), (16, 2)).astype(jnp.bfloat16)
+    seen = []
+
+    def score(x, t):
+        seen.append((x.dtype, t.dtype))
+        return marginals.marginal_field(sched, GM, x, t, "score")
+
+    grid = uniform_grid(300, 0.05, 0.95)
+    run = {
+        "ddim": lambda x: sampling.ddim(score, sched, "score", x, grid),
+        "dpm_solver_pp": lambda x: sampling.dpm_solver_pp(score, sched, "score", x, grid),
+        "predictor_corrector": lambda x: sampling.predictor_corrector(score, sched, "score", x, grid, key=jax.random.PRNGKey(0)),
+    }[sampler]
+    low = run(x0)
+    assert low.dtype == jnp.bfloat16 and set(seen) == {(jnp.dtype(jnp.float32),) * 2}
+    np.testing.assert_array_equal(np.asarray(low, np.float32), np.asarray(run(x0.astype(jnp.float32)).astype(jnp.bfloat16), np.float32))

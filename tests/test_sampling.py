@@ -434,3 +434,16 @@ def test_a_grid_built_inside_jit_is_still_checked():
         jax.jit(lambda x0: S.sample_ode(u, x0, I.uniform_grid(4)))(jnp.zeros((3, 2)))
     with pytest.raises(ValueError, match="singular at t = 0"):
         jax.jit(lambda x0: S.sample_ode(u, x0, I.power_grid(4, 2.0)))(jnp.zeros((3, 2)))
+
+
+def test_langevin_and_ou_on_bfloat16_states_run_in_float32_and_return_bfloat16():
+    # 500 steps of 0.01 in bfloat16 would give a time grid with repeated points (its spacing
+    # near 4 is 2^-5); the state and grid are carried in float32 and the result rounded once
+    x0 = jax.random.normal(jax.random.PRNGKey(0), (64, 2)).astype(jnp.bfloat16)
+    key = jax.random.PRNGKey(1)
+    run = lambda x: S.langevin(lambda x: -x, x, key=key, n_steps=500, step_size=0.01)  # noqa: E731
+    low = run(x0)
+    assert low.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(low, np.float32), np.asarray(run(x0.astype(jnp.float32)).astype(jnp.bfloat16), np.float32))
+    ou = S.ou_process(x0, jnp.linspace(0.0, 5.0, 501), key=key, theta=0.5, sigma=1.0)
+    assert ou.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(ou)))
