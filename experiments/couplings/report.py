@@ -49,9 +49,10 @@ def summarise(per_seed: List[dict]) -> Dict[str, dict]:
     return out
 
 
-def _steps_cell(s: dict, max_steps: int) -> str:
+def _steps_cell(s: dict, beyond: str) -> str:
+    """``mean +- std`` of a count, or how many seeds it did not reach (``beyond``: the limit, e.g. ``> 128``)."""
     if s["missing"]:
-        return f"> {max_steps} in {s['missing']} seed(s)"
+        return f"{beyond} in {s['missing']} seed(s)"
     return f"{s['mean']:.1f} +- {s['std']:.1f}"
 
 
@@ -64,7 +65,9 @@ def summary_rows(records: List[dict], facts: Dict[str, dict], cfg) -> List[dict]
             row = {"pair": pair, "method": rec["method"], "W2 (ODE)": _fmt(s["w2_ode"]["mean"], s["w2_ode"]["std"])}
             for n in sorted(cfg.w2_steps):
                 row[f"W2 Euler-{n}"] = _fmt(s[f"w2_euler_{n}"]["mean"], s[f"w2_euler_{n}"]["std"])
-            row[f"Euler steps to {cfg.euler_tol:g}"] = _steps_cell(s["euler_steps_to_tol"], max(cfg.euler_steps))
+            row[f"Euler steps to {cfg.euler_tol:g}"] = _steps_cell(s["euler_steps_to_tol"], f"> {max(cfg.euler_steps)}")
+            row[f"dopri5 NFE ({cfg.adaptive_tol:g})"] = _steps_cell(
+                s["dopri5_nfe"], f"> {cfg.adaptive_max_steps} steps (unfinished)")
             for key, title in _LATER_COLUMNS:
                 row[title] = _fmt(s[key]["mean"], s[key]["std"])
             row["train s"] = f"{rec['train_seconds']:.0f}"
@@ -78,14 +81,18 @@ def summary_rows(records: List[dict], facts: Dict[str, dict], cfg) -> List[dict]
 def paired_rows(records: List[dict], cfg, better: str = "OT-CFM", base: str = "I-CFM") -> List[dict]:
     """``better`` against ``base`` on the same data, initial weights and seed: per-metric differences."""
     rows = []
-    keys = ["straightness", "npe"] + [f"w2_euler_{n}" for n in sorted(cfg.w2_steps)] + ["w2_ode"]
+    keys = ["straightness", "npe", "dopri5_nfe"] + [f"w2_euler_{n}" for n in sorted(cfg.w2_steps)] + ["w2_ode"]
     for pair in cfg.pairs:
         found = {r["method"]: r["per_seed"] for r in records if r["pair"] == pair}
         if better not in found or base not in found:
             continue
         for key in keys:
-            a = np.array([row[key] for row in found[base]])
-            b = np.array([row[key] for row in found[better]])
+            a, b = ([row[key] for row in found[m]] for m in (base, better))
+            if None in a or None in b:  # an unfinished dopri5 solve: no difference to take
+                rows.append({"pair": pair, "metric": key, base: f"missing in {a.count(None)} seed(s)",
+                             better: f"missing in {b.count(None)} seed(s)"})
+                continue
+            a, b = np.array(a, np.float64), np.array(b, np.float64)
             rows.append({"pair": pair, "metric": key, base: _fmt(*_mean_std(a)), better: _fmt(*_mean_std(b)),
                          f"{better} - {base}": _fmt(*_mean_std(b - a)),
                          f"seeds where {better} is lower": f"{int(np.sum(b < a))}/{len(a)}"})
@@ -149,7 +156,10 @@ def write_results(out: Path, records: List[dict], facts: Dict[str, dict], cfg, m
         "",
         f"W2: exact, to held-out target data; ODE = RK4 with {cfg.ref_steps} steps; Euler-n = n Euler steps "
         f"({steps}). Euler steps to {cfg.euler_tol:g}: fewest Euler steps (of {list(cfg.euler_steps)}) whose end "
-        "points are within that RMS distance of the ODE's. NPE = |E int ||u||^2 dt - W2(q0,q1)^2| / W2(q0,q1)^2; "
+        f"points are within that RMS distance of the ODE's. dopri5 NFE ({cfg.adaptive_tol:g}): evaluations of the "
+        f"network by an adaptive Dormand-Prince 5(4) solve from t = 0 to 1 at rtol = atol = {cfg.adaptive_tol:g}, "
+        "all held-out points one system (one step size), 2 + 6 per attempted step. "
+        "NPE = |E int ||u||^2 dt - W2(q0,q1)^2| / W2(q0,q1)^2; "
         "S = E int ||u||^2 dt - E ||x1 - x0||^2 (0 for straight constant-speed paths). mean +- std over seeds.",
         "",
         markdown_table(summary_rows(records, facts, cfg)),

@@ -54,6 +54,8 @@ class CouplingsConfig:
     euler_steps: Tuple[int, ...] = (1, 2, 4, 8, 16, 20, 32, 64, 128)
     w2_steps: Tuple[int, ...] = (2, 4, 8, 20)
     euler_tol: float = 0.05
+    adaptive_tol: float = 1e-5  # rtol = atol of the dopri5 NFE column (Lipman et al. Table 1's setting)
+    adaptive_max_steps: int = 4096
     figures: bool = True
 
     def validate(self) -> None:
@@ -65,7 +67,7 @@ class CouplingsConfig:
                 require(v in allowed, field, f"unknown entry {v!r}; choose from {allowed}")
             require(len(set(values)) == len(values), field, "duplicate entries")
         require_positive_ints(self, "seeds", "width", "depth", "train_steps", "batch_size", "steps_per_call",
-                              "ref_steps")
+                              "ref_steps", "adaptive_max_steps")
         require(self.seed >= 0, "seed", f"must be >= 0; got {self.seed}")
         require(self.train_steps % self.steps_per_call == 0, "train_steps",
                 f"must be a multiple of steps_per_call={self.steps_per_call}; got {self.train_steps}")
@@ -79,6 +81,8 @@ class CouplingsConfig:
         require(set(self.w2_steps) <= set(self.euler_steps), "w2_steps",
                 f"must be a subset of euler_steps={self.euler_steps}; got {self.w2_steps}")
         require(self.euler_tol > 0, "euler_tol", f"must be > 0 (RMS end-point error, data units); got {self.euler_tol}")
+        require(0.0 < self.adaptive_tol < 0.1, "adaptive_tol",
+                f"must lie in (0, 0.1) (rtol = atol of the dopri5 solve); got {self.adaptive_tol}")
 
 
 PRESETS = {
@@ -147,7 +151,8 @@ def run(cfg: CouplingsConfig, out: Path, preset: str = "custom", *, trainer: Tra
                 continue
             params, info = trainer(cfg, pair, method, bar)
             rows, facts[pair] = evaluate(params, sets[pair], ref_steps=cfg.ref_steps, euler_steps=cfg.euler_steps,
-                                         w2_steps=cfg.w2_steps, euler_tol=cfg.euler_tol)
+                                         w2_steps=cfg.w2_steps, euler_tol=cfg.euler_tol,
+                                         adaptive_tol=cfg.adaptive_tol, adaptive_max_steps=cfg.adaptive_max_steps)
             trajectories[pair, method] = facts[pair].pop("trajectory")
             records.append({"pair": pair, "method": method, "per_seed": rows, **info})
     bar.close()
