@@ -8,6 +8,7 @@ from jflow import (
     conventions,
     couplings,
     data,
+    discrete,
     fields,
     grids,
     guidance,
@@ -45,6 +46,7 @@ __all__ = [
     "models",
     "train",
     "couplings",
+    "discrete",
     "schedule_change",
     "conventions",
 ]

@@ -21,3 +21,7 @@ def test_tour_runs_and_its_comments_hold():
     for name in ("x1", "x_ddim", "x_dpm", "x_anc", "x_pc", "x_ad"):
         assert np.isfinite(np.asarray(scope[name])).all(), name
     assert int(scope["nfe"]) > 8
+    # discrete flow matching: a finite loss (log V for the all-zero table) and data tokens only
+    np.testing.assert_allclose(scope["dfm_loss"], np.log(scope["V"]), rtol=1e-5)
+    x_tok = np.asarray(scope["x_tok"])
+    assert x_tok.shape == (1000, scope["D"]) and x_tok.min() >= 0 and x_tok.max() < scope["V"]
