@@ -71,6 +71,7 @@ from jflow._checks import (
     frozen_pytree,
     is_concrete,
 )
+from jflow.grids import check_grid_values
 from jflow.time_sampling import TIME_SAMPLING, check_time_range, sample_time
 
 Array = jax.Array
@@ -425,21 +426,14 @@ def factorized_posterior_logits(data_probs, x_t, t, kappa: Callable, *, source: 
 
 
 def _check_increasing_grid(ts) -> Array:
-    ts = as_float(ts)
-    if ts.ndim != 1 or ts.shape[0] < 2:
-        raise ValueError(
-            f"ts must be a 1-D time grid with at least two points; got shape {tuple(ts.shape)}. "
-            "Build one with jflow.grids.uniform_grid(n_steps)."
-        )
+    """A grid from source to data: :func:`jflow.grids.check_grid_values`, then increasing and in ``[0, 1]``."""
+    ts = check_grid_values(ts, jnp.promote_types(as_float(ts).dtype, jnp.float32))
     if is_concrete(ts):
         v = np.asarray(ts, np.float64)
         check_time(v, "ts")
-        if not (np.diff(v) > 0).all():
-            raise ValueError(
-                "ts must be strictly increasing from source (t=0) to data (t=1); got "
-                f"{v if v.size <= 8 else f'{v[:4]} ... {v[-4:]}'}"
-            )
-    return ts.astype(jnp.promote_types(ts.dtype, jnp.float32))
+        if not v[1] > v[0]:
+            raise ValueError("ts must increase from source (t=0) to data (t=1); got a decreasing grid")
+    return ts
 
 
 def discrete_euler(

@@ -1,7 +1,7 @@
 r"""Time grids for the fixed-step integrators: uniform, power-law and EDM.
 
-A grid is a 1-D array of ``n_steps + 1`` strictly monotone times, ``ts[0]`` where
-integration starts and ``ts[-1]`` where it ends (flow time: ``0`` noise, ``1`` data).
+A grid is a 1-D array of ``n_steps + 1`` strictly monotone times (:func:`check_grid_values`
+validates one), ``ts[0]`` where integration starts and ``ts[-1]`` where it ends (flow time: ``0`` noise, ``1`` data).
 ``n_steps`` is a Python int (it fixes the shape, so a jitted sampler compiles once per
 length); the endpoints may be traced arrays. A grid with concrete endpoints is computed
 eagerly even inside ``jit`` (``jax.ensure_compile_time_eval``), so it stays a concrete array
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jflow._checks import is_concrete
+from jflow._checks import as_float, is_concrete
 
 Array = jax.Array
 
@@ -96,3 +96,24 @@ def edm_grid(
         s = jnp.linspace(0.0, 1.0, n + 1, dtype=dtype)
         sig = (sigma_max ** (1 / rho) + s * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
         return 1.0 / (1.0 + sig)
+
+
+def check_grid_values(ts, dtype) -> Array:
+    """Validate a time grid (shape always, values when concrete) and cast it to ``dtype``."""
+    ts = as_float(ts)
+    if ts.ndim != 1 or ts.shape[0] < 2:
+        raise ValueError(
+            f"ts must be a 1-D time grid with at least two points; got shape {tuple(ts.shape)}. "
+            "Build one with jflow.grids.uniform_grid(n_steps) or power_grid(n_steps)."
+        )
+    if is_concrete(ts):
+        v = np.asarray(ts, dtype=np.float64)
+        if not np.isfinite(v).all():
+            raise ValueError("ts contains NaN or inf; every grid point must be finite")
+        d = np.diff(v)
+        if not ((d > 0).all() or (d < 0).all()):
+            raise ValueError(
+                "ts must be strictly increasing (noise -> data) or strictly decreasing "
+                f"(data -> noise); got {v if v.size <= 8 else f'{v[:4]} ... {v[-4:]}'}"
+            )
+    return ts.astype(dtype)

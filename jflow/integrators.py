@@ -33,9 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jflow._checks import as_float, cast_like, check_choice, is_concrete, working_precision
+from jflow._checks import as_float, cast_like, check_choice, working_precision
 from jflow.adaptive import odeint_adaptive
-from jflow.grids import edm_grid, power_grid, uniform_grid
+from jflow.grids import check_grid_values, edm_grid, power_grid, uniform_grid
 
 Array = jax.Array
 
@@ -113,27 +113,6 @@ def _float_dtype(tree) -> jnp.dtype:
                 f"{jnp.result_type(leaf)}. Cast it, e.g. x0.astype(jnp.float32)."
             )
     return jnp.result_type(*leaves)
-
-
-def _check_grid(ts, dtype) -> Array:
-    """Validate a time grid (shape always, values when concrete) and cast it to ``dtype``."""
-    ts = as_float(ts)
-    if ts.ndim != 1 or ts.shape[0] < 2:
-        raise ValueError(
-            f"ts must be a 1-D time grid with at least two points; got shape {tuple(ts.shape)}. "
-            "Build one with uniform_grid(n_steps) or power_grid(n_steps)."
-        )
-    if is_concrete(ts):
-        v = np.asarray(ts, dtype=np.float64)
-        if not np.isfinite(v).all():
-            raise ValueError("ts contains NaN or inf; every grid point must be finite")
-        d = np.diff(v)
-        if not ((d > 0).all() or (d < 0).all()):
-            raise ValueError(
-                "ts must be strictly increasing (noise -> data) or strictly decreasing "
-                f"(data -> noise); got {v if v.size <= 8 else f'{v[:4]} ... {v[-4:]}'}"
-            )
-    return ts.astype(dtype)
 
 
 def _check_args(args) -> tuple:
@@ -251,7 +230,7 @@ def odeint(
     args = _check_args(args)
     x0 = jax.tree_util.tree_map(jnp.asarray, x0)
     state = working_precision(x0)
-    ts = _check_grid(ts, jnp.promote_types(_float_dtype(x0), jnp.float32))
+    ts = check_grid_values(ts, jnp.promote_types(_float_dtype(x0), jnp.float32))
     tableau = TABLEAUS[method]
 
     def step(carry, inp):
@@ -354,7 +333,7 @@ def sdeint(
     args = _check_args(args)
     x0 = jax.tree_util.tree_map(jnp.asarray, x0)
     state = working_precision(x0)
-    ts = _check_grid(ts, jnp.promote_types(_float_dtype(x0), jnp.float32))
+    ts = check_grid_values(ts, jnp.promote_types(_float_dtype(x0), jnp.float32))
     if key is None:
         raise ValueError("sdeint needs a PRNG key: sdeint(..., key=jax.random.PRNGKey(0))")
     x_leaves, treedef = jax.tree_util.tree_flatten(state)
